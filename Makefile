@@ -1,0 +1,29 @@
+# The two set-up commands (see README): `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv and install everything on a fresh machine first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-slow lint install
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	# The CPU build of torch comes from local disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[torch,test,data]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/clipaway-jax demo $(ARGS)
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""Converted checkpoints land in this folder (git-ignored); `python -m checkpoints.convert` makes them."""

@@ -1,0 +1,189 @@
+"""The checkpoint format: one Orbax item per network plus `manifest.json` (configs, sources, dtype).
+
+    NAME/
+      manifest.json      every network's class and config, scheduler config, sources + sha256
+      tokenizer/         the CLIP tokenizer files, copied
+      params/<network>/  an Orbax StandardCheckpoint of that network's params
+
+`load_checkpoint` restores straight into sharded arrays (abstract targets carry NamedShardings),
+so a mesh never sees a full unsharded copy on one device. No torch needed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from clipaway_jax import __version__
+from clipaway_jax.models import (
+    AutoencoderKL,
+    CLIPAwayMLP,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPVisionConfig,
+    CLIPVisionTransformer,
+    ImageProjection,
+    MLPConfig,
+    UNet2DConditionModel,
+    UNetConfig,
+    VAEConfig,
+    abstract_params,
+)
+from clipaway_jax.sharding import REPLICATED, param_shardings
+
+FORMAT = "clipaway-jax/1"
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or of another format."""
+
+
+def build_module(entry: dict, dtype=jnp.float32):
+    """The Flax module (and its init inputs) a manifest entry describes."""
+    kind, cfg = entry["class"], entry.get("config", {})
+    if kind == "UNet2DConditionModel":
+        module = UNet2DConditionModel(UNetConfig.from_dict(cfg), dtype)
+        extra = (jnp.zeros((1, 1, module.config.cross_attention_dim)),) if entry.get("ip_adapter") else ()
+        from clipaway_jax.models import example_inputs
+
+        return module, (*example_inputs(module), *extra)
+    if kind == "ImageProjection":
+        module = ImageProjection(cfg["num_tokens"], cfg["cross_attention_dim"], dtype)
+        return module, (jnp.zeros((1, cfg["embed_dim"])),)
+    builders = {
+        "AutoencoderKL": lambda: AutoencoderKL(VAEConfig.from_dict(cfg), dtype),
+        "CLIPTextModel": lambda: CLIPTextModel(
+            CLIPTextConfig.from_dict(cfg), entry.get("with_projection", False), dtype
+        ),
+        "CLIPVisionTransformer": lambda: CLIPVisionTransformer(CLIPVisionConfig.from_dict(cfg), dtype),
+        "CLIPAwayMLP": lambda: CLIPAwayMLP(MLPConfig.from_dict(cfg), dtype),
+    }
+    if kind not in builders:
+        raise CheckpointError(f"unknown network class {kind!r} in manifest")
+    module = builders[kind]()
+    return module, ()
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    manifest: dict
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def module(self, name: str, dtype=jnp.float32):
+        return build_module(self.manifest["networks"][name], dtype)[0]
+
+    def config(self, name: str) -> dict:
+        return self.manifest["networks"][name]["config"]
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer"
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.params
+
+
+def save_network(root: Path, name: str, params: Any) -> None:
+    """Write one network's params as an Orbax StandardCheckpoint under `root/params/name`."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save((root / "params" / name).absolute(), params)
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    manifest = {"format": FORMAT, "package_version": __version__, **manifest}
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    tmp.replace(root / MANIFEST)
+
+
+def read_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    file = path / MANIFEST
+    if not file.is_file():
+        raise CheckpointError(f"{path}: not a complete clipaway-jax checkpoint (no {MANIFEST})")
+    manifest = json.loads(file.read_text())
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{file}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def load_checkpoint(
+    path: str | Path,
+    mesh: jax.sharding.Mesh | None = None,
+    shardings: dict | None = None,
+    dtype: Any = None,
+    networks: list[str] | None = None,
+    rules=REPLICATED,
+) -> Checkpoint:
+    """Restore params (all networks, or `networks`). With `mesh`, each array is restored directly
+    into its NamedSharding from the logical rules (or `shardings[name]` when given); `dtype` casts
+    floating params on restore (e.g. bfloat16 for inference)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    names = networks or list(manifest["networks"])
+    checkpoint = Checkpoint(path, manifest)
+    with ocp.StandardCheckpointer() as checkpointer:
+        for name in names:
+            if name not in manifest["networks"]:
+                raise CheckpointError(f"{path}: no network {name!r}; it has {sorted(manifest['networks'])}")
+            target = _restore_target(
+                manifest["networks"][name], mesh, (shardings or {}).get(name), dtype, rules
+            )
+            checkpoint.params[name] = checkpointer.restore((path / "params" / name).absolute(), target)
+    return checkpoint
+
+
+def _restore_target(entry: dict, mesh, shardings, dtype, rules):
+    """Abstract arrays (shape, dtype, sharding) for Orbax to restore into."""
+    import flax
+
+    module, inputs = build_module(entry)
+    abstract = abstract_params(module, *inputs)
+    if shardings is None and mesh is not None:
+        shardings = param_shardings(abstract, mesh, rules)["params"]
+    tree = flax.core.meta.unbox(abstract)["params"]
+    if shardings is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree_util.tree_map(lambda _: device, tree)
+    want = jnp.dtype(dtype if dtype is not None else _stored_dtype(entry))
+    return jax.tree_util.tree_map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(
+            leaf.shape, want if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf.dtype, sharding=sharding
+        ),
+        tree,
+        shardings,
+    )
+
+
+def _stored_dtype(entry: dict):
+    return jnp.bfloat16 if entry.get("dtype") == "bfloat16" else jnp.float32
+
+
+def copy_tokenizer(source: Path, root: Path) -> None:
+    shutil.copytree(source, root / "tokenizer")
+
+
+def sha256(path: Path, chunk: int = 1 << 24) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def params_bytes(params: Any) -> int:
+    return sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,314 @@
+"""Published CLIPAway files -> one checkpoint directory (see `clipaway_jax.checkpoint`).
+
+Every input is checked for presence before anything is converted; networks are converted and
+saved one at a time (host numpy, tensor by tensor) so peak memory stays near the largest network;
+the output is written under a temporary name and renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipaway_jax.checkpoint import copy_tokenizer, save_network, sha256, write_manifest
+from clipaway_jax.convert import networks as nets
+from clipaway_jax.convert.readers import Subset, WeightFileError, find_weights, open_weights
+from clipaway_jax.models import CLIPTextConfig, CLIPVisionConfig, MLPConfig, UNetConfig, VAEConfig
+
+
+class InputError(ValueError):
+    """A user-given input is missing or of the wrong kind."""
+
+
+@dataclass
+class Sources:
+    sd_inpaint: Path | None = None
+    ip_adapter: Path | None = None
+    alpha_clip: Path | None = None
+    mlp: Path | None = None
+    image_encoder: Path | None = None
+    clip: Path | None = None
+
+
+@dataclass
+class Job:
+    """One network to convert: its name, the files it reads and how to make (params, manifest entry)."""
+
+    name: str
+    files: list[Path]
+    run: Callable[[np.dtype], tuple[dict, dict]]
+
+
+SD_PARTS = {"unet": "diffusers", "vae": "diffusers", "text_encoder": "transformers"}
+
+
+def check_sources(sources: Sources) -> None:
+    """Fail before converting anything, listing what was expected where."""
+    problems = []
+    if sources.sd_inpaint is not None:
+        root = sources.sd_inpaint
+        for part, kind in SD_PARTS.items():
+            if not (root / part / "config.json").is_file():
+                problems.append(f"{root / part / 'config.json'}")
+            try:
+                find_weights(root / part, kind)
+            except WeightFileError as err:
+                problems.append(str(err))
+        for need in ("tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"):
+            if not (root / need).is_file():
+                problems.append(str(root / need))
+    for label, path in (("--ip-adapter", sources.ip_adapter), ("--alpha-clip", sources.alpha_clip),
+                        ("--mlp", sources.mlp)):  # fmt: skip
+        if path is not None and not path.is_file():
+            problems.append(f"{path} ({label}: file not found)")
+    for label, path in (("--image-encoder", sources.image_encoder), ("--clip", sources.clip)):
+        if path is not None:
+            if not (path / "config.json").is_file():
+                problems.append(f"{path / 'config.json'} ({label} folder)")
+            else:
+                try:
+                    find_weights(path, "transformers")
+                except WeightFileError as err:
+                    problems.append(str(err))
+    if sources.ip_adapter is not None and sources.sd_inpaint is None:
+        problems.append("--ip-adapter needs --sd-inpaint (its weights go into the UNet)")
+    if problems:
+        raise InputError("missing inputs: " + "; ".join(problems))
+
+
+def plan(sources: Sources) -> list[Job]:
+    check_sources(sources)
+    return list(_jobs(sources))
+
+
+def _jobs(sources: Sources) -> Iterator[Job]:
+    if sources.sd_inpaint is not None:
+        yield from _sd_jobs(sources.sd_inpaint, sources.ip_adapter)
+    if sources.ip_adapter is not None:
+        yield _image_proj_job(sources.ip_adapter)
+    if sources.alpha_clip is not None:
+        yield _alpha_clip_job(sources.alpha_clip)
+    if sources.mlp is not None:
+        yield _mlp_job(sources.mlp)
+    if sources.image_encoder is not None:
+        yield _image_encoder_job(sources.image_encoder)
+    if sources.clip is not None:
+        yield from _clip_jobs(sources.clip)
+
+
+def _sd_jobs(root: Path, ip_adapter: Path | None) -> Iterator[Job]:
+    unet_file = find_weights(root / "unet", "diffusers")
+    files = [unet_file] + ([ip_adapter] if ip_adapter else [])
+
+    def unet(dtype):
+        config = UNetConfig.from_json(root / "unet" / "config.json")
+        ip = None
+        if ip_adapter is not None:
+            ip_file = _open_ip_adapter(ip_adapter)
+            ip = Subset(ip_file, "ip_adapter.")
+        params = nets.convert_unet(
+            open_weights(unet_file), config, ip_adapter=ip, name=str(unet_file), dtype=dtype
+        )
+        entry = {"class": "UNet2DConditionModel", "config": config.to_dict(), "ip_adapter": ip is not None}
+        return params, entry
+
+    yield Job("unet", files, unet)
+    vae_file = find_weights(root / "vae", "diffusers")
+
+    def vae(dtype):
+        config = VAEConfig.from_json(root / "vae" / "config.json")
+        params = nets.convert_vae(open_weights(vae_file), config, name=str(vae_file), dtype=dtype)
+        return params, {"class": "AutoencoderKL", "config": config.to_dict()}
+
+    yield Job("vae", [vae_file], vae)
+    text_file = find_weights(root / "text_encoder", "transformers")
+
+    def text(dtype):
+        config = CLIPTextConfig.from_json(root / "text_encoder" / "config.json")
+        params = nets.convert_text(open_weights(text_file), config, name=str(text_file), dtype=dtype)
+        return params, {"class": "CLIPTextModel", "config": config.to_dict()}
+
+    yield Job("text_encoder", [text_file], text)
+
+
+def _open_ip_adapter(path: Path):
+    source = open_weights(path)
+    stray = [k for k in source if not k.startswith(("image_proj.", "ip_adapter."))]
+    if stray or not len(source):
+        raise WeightFileError(
+            f"{path}: not an IP-Adapter file (expected image_proj.* and ip_adapter.* keys; "
+            f"found {', '.join(sorted(stray)[:5]) or 'no keys'})"
+        )
+    return source
+
+
+def _image_proj_job(path: Path) -> Job:
+    def run(dtype):
+        source = Subset(_open_ip_adapter(path), "image_proj.")
+        params, (embed_dim, cross) = nets.convert_image_proj(source, name=f"{path} [image_proj]", dtype=dtype)
+        config = {"num_tokens": 4, "embed_dim": embed_dim, "cross_attention_dim": cross}
+        return params, {"class": "ImageProjection", "config": config}
+
+    return Job("image_proj", [path], run)
+
+
+def _alpha_clip_job(path: Path) -> Job:
+    def run(dtype):
+        source = open_weights(path)
+        if any(k.startswith("visual.") for k in source):
+            source = Subset(source, "visual.")  # a whole-CLIP state dict: take the visual tower
+        config = nets.alpha_clip_config(source)
+        params = nets.convert_alpha_clip(source, config, name=str(path), dtype=dtype)
+        return params, {"class": "CLIPVisionTransformer", "config": config.to_dict()}
+
+    return Job("alpha_clip", [path], run)
+
+
+def mlp_config(source) -> MLPConfig:
+    """Read the MLP's widths off its keys: Linear `0` (in), the last Linear `3n` (out)."""
+    indices = sorted({int(k.split(".")[0]) for k in source if k.split(".")[0].isdigit()})
+    if not indices or indices[-1] % 3:
+        raise WeightFileError(
+            f"not a CLIPAway MLP (keys {indices[:8]}); expected Linear/LayerNorm at 0,1,3,4,..."
+        )
+    last = indices[-1]
+    return MLPConfig(
+        number_of_hidden_layers=last // 3,
+        alpha_clip_embed_dim=int(np.asarray(source["0.weight"]).shape[1]),
+        ip_adapter_embed_dim=int(np.asarray(source[f"{last}.weight"]).shape[0]),
+    )
+
+
+def _mlp_job(path: Path) -> Job:
+    def run(dtype):
+        source = open_weights(path)
+        try:
+            config = mlp_config(source)
+        except WeightFileError as err:
+            raise WeightFileError(f"{path}: {err}") from None
+        params = nets.convert_mlp(source, config, name=str(path), dtype=dtype)
+        return params, {"class": "CLIPAwayMLP", "config": config.to_dict()}
+
+    return Job("mlp", [path], run)
+
+
+def _image_encoder_job(folder: Path) -> Job:
+    weights = find_weights(folder, "transformers")
+
+    def run(dtype):
+        config = CLIPVisionConfig.from_json(folder / "config.json")
+        params = nets.convert_vision(open_weights(weights), config, name=str(weights), dtype=dtype)
+        return params, {"class": "CLIPVisionTransformer", "config": config.to_dict()}
+
+    return Job("image_encoder", [weights], run)
+
+
+def _clip_jobs(folder: Path) -> Iterator[Job]:
+    """An OpenAI CLIP `CLIPModel` folder: text tower + projection, and the vision tower (for crops)."""
+    weights = find_weights(folder, "transformers")
+    config = json.loads((folder / "config.json").read_text())
+    projection = config.get("projection_dim", 512)
+
+    def text(dtype):
+        cfg = CLIPTextConfig.from_dict({**config.get("text_config", {}), "projection_dim": projection})
+        source = _only(open_weights(weights), ("text_model.", "text_projection."), weights)
+        params = nets.convert_text(source, cfg, with_projection=True, name=f"{weights} [text]", dtype=dtype)
+        return params, {"class": "CLIPTextModel", "config": cfg.to_dict(), "with_projection": True}
+
+    def vision(dtype):
+        cfg = CLIPVisionConfig.from_dict({**config.get("vision_config", {}), "projection_dim": projection})
+        source = _only(open_weights(weights), ("vision_model.", "visual_projection."), weights)
+        params = nets.convert_vision(source, cfg, name=f"{weights} [vision]", dtype=dtype)
+        logit_scale = float(np.asarray(open_weights(weights)["logit_scale"]))
+        return params, {"class": "CLIPVisionTransformer", "config": cfg.to_dict(), "logit_scale": logit_scale}
+
+    yield Job("clip_text", [weights], text)
+    yield Job("clip_vision", [weights], vision)
+
+
+class _Only(Subset):
+    def __init__(self, source, prefixes):
+        self._source, self._prefix = source, ""
+        self._keys = [k for k in source if k.startswith(prefixes)]
+
+
+def _only(source, prefixes: tuple[str, ...], path: Path):
+    stray = [k for k in source if not k.startswith((*prefixes, "text_", "vision_", "visual_", "logit_scale"))]
+    if stray:
+        raise WeightFileError(
+            f"{path}: not a CLIPModel file (unexpected keys {', '.join(sorted(stray)[:5])})"
+        )
+    return _Only(source, prefixes)
+
+
+def convert(
+    sources: Sources,
+    out: Path,
+    *,
+    dtype: str = "float32",
+    force: bool = False,
+    progress: Callable[[str], None] = print,
+) -> dict:
+    """Convert everything given in `sources` into the checkpoint directory `out`; returns the manifest."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists (use --force to replace it)")
+    jobs = plan(sources)
+    if not jobs:
+        raise InputError("nothing to convert: give at least one of --sd-inpaint, --alpha-clip, --mlp, ...")
+    np_dtype = np.dtype(_numpy_dtype(dtype))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        manifest = _convert_into(tmp, jobs, sources, np_dtype, dtype, progress)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _convert_into(root, jobs, sources, np_dtype, dtype, progress) -> dict:
+    entries, hashes = {}, {}
+    for job in jobs:
+        progress(f"converting {job.name} from {', '.join(str(f) for f in job.files)}")
+        params, entry = job.run(np_dtype)
+        save_network(root, job.name, params)
+        del params
+        for f in job.files:
+            hashes.setdefault(str(f), sha256(f))
+        entries[job.name] = {**entry, "dtype": dtype, "sources": [{"path": str(f), "sha256": hashes[str(f)]}
+                                                                    for f in job.files]}  # fmt: skip
+    manifest = {"dtype": dtype, "networks": entries}
+    if sources.sd_inpaint is not None:
+        copy_tokenizer(sources.sd_inpaint / "tokenizer", root)
+        manifest["scheduler"] = json.loads(
+            (sources.sd_inpaint / "scheduler" / "scheduler_config.json").read_text()
+        )
+        manifest["tokenizer"] = "tokenizer"
+        manifest["model_index"] = _read_json(sources.sd_inpaint / "model_index.json")
+    write_manifest(root, manifest)
+    return manifest
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _numpy_dtype(name: str):
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    if name not in ("float32", "float16"):
+        raise InputError(f"--dtype must be float32 or bfloat16, got {name!r}")
+    return name
