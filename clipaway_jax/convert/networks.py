@@ -115,14 +115,19 @@ def convert_alpha_clip(
     return convert_state_dict(state, ALPHA_CLIP_RULES, targets, source_name=name, dtype=dtype)
 
 
-def alpha_clip_config(state: Mapping, output_dim_key: str = "proj") -> CLIPVisionConfig:
+def alpha_clip_config(
+    state: Mapping, name: str = "alpha_clip", output_dim_key: str = "proj"
+) -> CLIPVisionConfig:
     """Read the tower's size off the state dict, as AlphaCLIP's `build_model` does."""
     try:
         conv1 = np.asarray(state["conv1.weight"]).shape
         positions = np.asarray(state["positional_embedding"]).shape[0]
         out_dim = np.asarray(state[output_dim_key]).shape[1]
     except KeyError as err:
-        raise ConversionError(f"not an AlphaCLIP/CLIP visual state dict: no {err.args[0]!r}") from None
+        keys = ", ".join(sorted(state)[:5])
+        raise ConversionError(
+            f"{name}: not an AlphaCLIP/CLIP visual state dict: no {err.args[0]!r} (found keys: {keys} ...)"
+        ) from None
     width, patch = conv1[0], conv1[-1]
     layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
     grid = round((positions - 1) ** 0.5)

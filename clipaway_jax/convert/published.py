@@ -164,7 +164,7 @@ def _alpha_clip_job(path: Path) -> Job:
         source = open_weights(path)
         if any(k.startswith("visual.") for k in source):
             source = Subset(source, "visual.")  # a whole-CLIP state dict: take the visual tower
-        config = nets.alpha_clip_config(source)
+        config = nets.alpha_clip_config(source, name=str(path))
         params = nets.convert_alpha_clip(source, config, name=str(path), dtype=dtype)
         return params, {"class": "CLIPVisionTransformer", "config": config.to_dict()}
 

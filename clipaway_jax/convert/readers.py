@@ -34,6 +34,7 @@ class SafetensorsFile(Mapping):
             raise WeightFileError(f"{self.path}: not a readable .safetensors file ({err})") from None
         self._check_complete()
         self._keys = [n[len(prefix) :] for n in names if n.startswith(prefix)]
+        self._key_set = set(self._keys)
 
     def _check_complete(self):
         """A truncated file has a valid header but its data ends early; safe_open does not notice."""
@@ -46,6 +47,8 @@ class SafetensorsFile(Mapping):
             raise WeightFileError(f"{self.path}: truncated ({size} bytes, its header needs {needed})")
 
     def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._key_set:
+            raise KeyError(key)
         try:
             return self._file.get_tensor(self.prefix + key)
         except Exception as err:
@@ -67,7 +70,7 @@ class TorchFile(Mapping):
         self._keys = [k[len(prefix) :] for k in self._state if k.startswith(prefix)]
 
     def __getitem__(self, key: str) -> np.ndarray:
-        tensor = self._state[self.prefix + key]
+        tensor = self._state[self.prefix + key]  # KeyError for a missing key, as a Mapping should
         if not hasattr(tensor, "numpy"):
             raise WeightFileError(f"{self.path}: entry {key!r} is not a tensor ({type(tensor).__name__})")
         if str(tensor.dtype) == "torch.bfloat16":
