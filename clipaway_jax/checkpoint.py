@@ -138,9 +138,7 @@ def load_checkpoint(
         for name in names:
             if name not in manifest["networks"]:
                 raise CheckpointError(f"{path}: no network {name!r}; it has {sorted(manifest['networks'])}")
-            target = _restore_target(
-                manifest["networks"][name], mesh, (shardings or {}).get(name), dtype, rules
-            )
+            target = _restore_target(manifest["networks"][name], mesh, (shardings or {}).get(name), dtype, rules)
             checkpoint.params[name] = checkpointer.restore((path / "params" / name).absolute(), target)
     return checkpoint
 

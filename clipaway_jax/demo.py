@@ -63,13 +63,17 @@ def run_networks(checkpoint_path: Path) -> dict[str, np.ndarray]:
     encode = jax.jit(lambda params, x: vae.apply(params, x, method="encode").mean)
     latents = _timed("VAE encode", encode, p["vae"], images * 2 - 1) * vae.config.scaling_factor
     sample = jnp.concatenate([latents, latents[..., :1] * 0, latents], axis=-1)
-    eps = _timed(
-        "UNet (9-ch, IP-Adapter tokens)", jax.jit(unet.apply), p["unet"], sample, 981, context, tokens
-    )
+    eps = _timed("UNet (9-ch, IP-Adapter tokens)", jax.jit(unet.apply), p["unet"], sample, 981, context, tokens)
     decode = jax.jit(lambda params, z: vae.apply(params, z, method="decode"))
     pixels = _timed("VAE decode", decode, p["vae"], latents / vae.config.scaling_factor)
-    return {"text tokens": context, "e_f": e_f, "projected e": e, "image tokens": tokens, "noise estimate": eps,
-            "decoded": pixels}  # fmt: skip
+    return {
+        "text tokens": context,
+        "e_f": e_f,
+        "projected e": e,
+        "image tokens": tokens,
+        "noise estimate": eps,
+        "decoded": pixels,
+    }
 
 
 def main(args) -> int:

@@ -88,11 +88,7 @@ _CORPUS = (
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable unicode map."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -146,9 +142,7 @@ def write_tokenizer(folder: str | Path, num_merges: int = 200) -> int:
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
     tokens = list(dict.fromkeys(tokens)) + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
-    )
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     special = {
         "bos_token": "<|startoftext|>",
         "eos_token": "<|endoftext|>",
@@ -235,20 +229,28 @@ def alpha_clip_state_dict(config: dict = TINY_ALPHA_CLIP, seed: int = 0, scale: 
         "conv1_alpha.weight": rand(w, 1, p, p),
         "class_embedding": rand(w),
         "positional_embedding": rand(tokens, w),
-        "ln_pre.weight": ones(w), "ln_pre.bias": rand(w),
-        "ln_post.weight": ones(w), "ln_post.bias": rand(w),
+        "ln_pre.weight": ones(w),
+        "ln_pre.bias": rand(w),
+        "ln_post.weight": ones(w),
+        "ln_post.bias": rand(w),
         "proj": rand(w, out),
-    }  # fmt: skip
+    }
     for i in range(config["num_hidden_layers"]):
         b = f"transformer.resblocks.{i}."
         state |= {
-            b + "attn.in_proj.weight": rand(3 * w, w), b + "attn.in_proj.bias": rand(3 * w),
-            b + "attn.out_proj.weight": rand(w, w), b + "attn.out_proj.bias": rand(w),
-            b + "ln_1.weight": ones(w), b + "ln_1.bias": rand(w),
-            b + "mlp.c_fc.weight": rand(4 * w, w), b + "mlp.c_fc.bias": rand(4 * w),
-            b + "mlp.c_proj.weight": rand(w, 4 * w), b + "mlp.c_proj.bias": rand(w),
-            b + "ln_2.weight": ones(w), b + "ln_2.bias": rand(w),
-        }  # fmt: skip
+            b + "attn.in_proj.weight": rand(3 * w, w),
+            b + "attn.in_proj.bias": rand(3 * w),
+            b + "attn.out_proj.weight": rand(w, w),
+            b + "attn.out_proj.bias": rand(w),
+            b + "ln_1.weight": ones(w),
+            b + "ln_1.bias": rand(w),
+            b + "mlp.c_fc.weight": rand(4 * w, w),
+            b + "mlp.c_fc.bias": rand(4 * w),
+            b + "mlp.c_proj.weight": rand(w, 4 * w),
+            b + "mlp.c_proj.bias": rand(w),
+            b + "ln_2.weight": ones(w),
+            b + "ln_2.bias": rand(w),
+        }
     return state
 
 
@@ -278,12 +280,8 @@ def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True) -> P
     folder = Path(folder)
     vocab = write_tokenizer(folder / "tokenizer")
     torch.manual_seed(seed)
-    randomize_(UNet2DConditionModel(**TINY_UNET), seed).save_pretrained(
-        folder / "unet", safe_serialization=safetensors
-    )
-    randomize_(AutoencoderKL(**TINY_VAE), seed + 1).save_pretrained(
-        folder / "vae", safe_serialization=safetensors
-    )
+    randomize_(UNet2DConditionModel(**TINY_UNET), seed).save_pretrained(folder / "unet", safe_serialization=safetensors)
+    randomize_(AutoencoderKL(**TINY_VAE), seed + 1).save_pretrained(folder / "vae", safe_serialization=safetensors)
     text = CLIPTextModel(CLIPTextConfig(**TINY_TEXT, vocab_size=vocab, eos_token_id=vocab - 1))
     randomize_(text, seed + 2).save_pretrained(folder / "text_encoder", safe_serialization=safetensors)
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)

@@ -63,9 +63,7 @@ def torch_image_encoder(seed: int = 0, **overrides):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     seed_torch(seed)
-    return randomize_(
-        CLIPVisionModelWithProjection(CLIPVisionConfig(**{**TINY_IMAGE_ENCODER, **overrides})), seed
-    )
+    return randomize_(CLIPVisionModelWithProjection(CLIPVisionConfig(**{**TINY_IMAGE_ENCODER, **overrides})), seed)
 
 
 # --- AlphaCLIP: a faithful torch reference of the published visual tower (SunzeY/AlphaCLIP model.py) ---
@@ -130,9 +128,7 @@ def alpha_clip_reference(width=64, layers=2, heads=None, patch=14, resolution=28
             self.conv1_alpha = nn.Conv2d(1, width, patch, patch, bias=False)
             scale = width**-0.5
             self.class_embedding = nn.Parameter(scale * torch.randn(width))
-            self.positional_embedding = nn.Parameter(
-                scale * torch.randn((resolution // patch) ** 2 + 1, width)
-            )
+            self.positional_embedding = nn.Parameter(scale * torch.randn((resolution // patch) ** 2 + 1, width))
             self.ln_pre = LayerNorm(width)
             self.transformer = Transformer(width, layers, heads or width // 64)
             self.ln_post = LayerNorm(width)

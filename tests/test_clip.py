@@ -56,9 +56,7 @@ def test_text_encoder_with_padding_mask_equals_transformers(tokenizer):
     with torch.no_grad():
         expected = reference(torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask))
     out = model.apply(params, ids, mask)
-    assert_close(
-        out.last_hidden_state * mask[..., None], expected.last_hidden_state.numpy() * mask[..., None]
-    )
+    assert_close(out.last_hidden_state * mask[..., None], expected.last_hidden_state.numpy() * mask[..., None])
     assert_close(out.pooler_output, expected.pooler_output.numpy(), "pooled with mask")
 
 
@@ -67,9 +65,18 @@ def test_text_features_equal_get_text_features(tokenizer):
 
     torch.manual_seed(0)
     text = dict(TINY_TEXT, vocab_size=len(tokenizer), eos_token_id=len(tokenizer) - 1)
-    config = CLIPConfig(text_config=text, vision_config={"hidden_size": 32, "intermediate_size": 64,
-                        "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
-                        projection_dim=24)  # fmt: skip
+    config = CLIPConfig(
+        text_config=text,
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
+            "patch_size": 14,
+        },
+        projection_dim=24,
+    )
     from fixtures import randomize_
 
     clip = randomize_(CLIPModel(config))
@@ -77,9 +84,7 @@ def test_text_features_equal_get_text_features(tokenizer):
     with torch.no_grad():
         expected = clip.get_text_features(torch.from_numpy(ids).long())
     expected = getattr(expected, "pooler_output", expected).numpy()
-    state = {
-        k: v for k, v in numpy_state(clip).items() if k.startswith("text_") or k == "text_projection.weight"
-    }
+    state = {k: v for k, v in numpy_state(clip).items() if k.startswith("text_") or k == "text_projection.weight"}
     text_config = CLIPTextConfig.from_dict({**config.text_config.to_dict(), "projection_dim": 24})
     params = convert_text(state, text_config, with_projection=True)
     out = CLIPTextModel(text_config, with_projection=True).apply({"params": params}, ids)
@@ -111,10 +116,7 @@ def test_image_encoder_equals_transformers():
 def _mask_alpha(batch, size, seed=0):
     """A real object mask (a filled ellipse), normalized as AlphaCLIP's mask_transform does."""
     yy, xx = np.mgrid[:size, :size] / size
-    masks = [
-        ((yy - 0.5 - 0.1 * i) ** 2 / 0.08 + (xx - 0.4) ** 2 / 0.04 < 1).astype(np.float32)
-        for i in range(batch)
-    ]
+    masks = [((yy - 0.5 - 0.1 * i) ** 2 / 0.08 + (xx - 0.4) ** 2 / 0.04 < 1).astype(np.float32) for i in range(batch)]
     return (np.stack(masks)[:, None] - 0.5) / 0.26
 
 
@@ -152,16 +154,22 @@ def test_alpha_clip_reference_with_zero_alpha_conv_is_transformers_clip():
         reference.conv1_alpha.weight.zero_()
     state = numpy_state(reference)
     hf = CLIPVisionModelWithProjection(
-        HFConfig(hidden_size=64, intermediate_size=256, projection_dim=24, num_hidden_layers=2,
-                 num_attention_heads=1, image_size=28, patch_size=14, hidden_act="quick_gelu")
-    ).eval()  # fmt: skip
+        HFConfig(
+            hidden_size=64,
+            intermediate_size=256,
+            projection_dim=24,
+            num_hidden_layers=2,
+            num_attention_heads=1,
+            image_size=28,
+            patch_size=14,
+            hidden_act="quick_gelu",
+        )
+    ).eval()
     hf.load_state_dict(_openai_to_transformers(state), strict=True)
     pixels = torch.randn(2, 3, 28, 28)
     alpha = torch.from_numpy(_mask_alpha(2, 28).astype(np.float32))
     with torch.no_grad():
-        np.testing.assert_allclose(
-            reference(pixels, alpha).numpy(), hf(pixels).image_embeds.numpy(), atol=1e-5
-        )
+        np.testing.assert_allclose(reference(pixels, alpha).numpy(), hf(pixels).image_embeds.numpy(), atol=1e-5)
 
 
 def _openai_to_transformers(state):
@@ -180,8 +188,11 @@ def _openai_to_transformers(state):
         src, dst = f"transformer.resblocks.{i}.", f"vision_model.encoder.layers.{i}."
         for kind in ("weight", "bias"):
             q, k, v = np.split(state[src + f"attn.in_proj.{kind}"], 3)
-            out |= {dst + f"self_attn.q_proj.{kind}": q, dst + f"self_attn.k_proj.{kind}": k,
-                    dst + f"self_attn.v_proj.{kind}": v}  # fmt: skip
+            out |= {
+                dst + f"self_attn.q_proj.{kind}": q,
+                dst + f"self_attn.k_proj.{kind}": k,
+                dst + f"self_attn.v_proj.{kind}": v,
+            }
             out[dst + f"self_attn.out_proj.{kind}"] = state[src + f"attn.out_proj.{kind}"]
             out[dst + f"layer_norm1.{kind}"] = state[src + f"ln_1.{kind}"]
             out[dst + f"layer_norm2.{kind}"] = state[src + f"ln_2.{kind}"]
@@ -235,8 +246,14 @@ def test_full_size_text_encoder_equals_transformers(tokenizer):
     from transformers import CLIPTextModel as HFText
 
     torch.manual_seed(0)
-    config = HFConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                      num_attention_heads=12, eos_token_id=2)  # fmt: skip
+    config = HFConfig(
+        vocab_size=49408,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        eos_token_id=2,
+    )
     reference = HFText(config).eval()
     config = CLIPTextConfig.from_dict(reference.config.to_dict())
     params = convert_text(numpy_state(reference), config)

@@ -96,9 +96,7 @@ def test_focused_embeddings_equal_two_reference_calls():
     masks = np.zeros((2, 28, 28), np.float32)
     masks[0, 5:20, 3:15], masks[1, 10:27, 10:27] = 1.0, 1.0
 
-    e_f, e_b = jax.jit(focused_embeddings, static_argnums=0)(
-        CLIPVisionTransformer(config), params, images, masks
-    )
+    e_f, e_b = jax.jit(focused_embeddings, static_argnums=0)(CLIPVisionTransformer(config), params, images, masks)
     pixels, alpha = alpha_clip_inputs(images, masks, 28)
     _, inverted = alpha_clip_inputs(images, 1 - masks, 28)
     to_torch = lambda x: torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())

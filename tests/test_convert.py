@@ -39,8 +39,17 @@ def _run_cli(*args, capsys):
 
 def test_manifest_describes_every_network(checkpoint, published):
     manifest = json.loads((checkpoint / "manifest.json").read_text())
-    assert set(manifest["networks"]) == {"unet", "vae", "text_encoder", "image_proj", "alpha_clip", "mlp",
-                                         "image_encoder", "clip_text", "clip_vision"}  # fmt: skip
+    assert set(manifest["networks"]) == {
+        "unet",
+        "vae",
+        "text_encoder",
+        "image_proj",
+        "alpha_clip",
+        "mlp",
+        "image_encoder",
+        "clip_text",
+        "clip_vision",
+    }
     unet = manifest["networks"]["unet"]
     assert unet["config"]["in_channels"] == 9 and unet["ip_adapter"] is True
     assert [s["path"] for s in unet["sources"]][1] == str(published["ip_adapter"])
@@ -60,12 +69,14 @@ def test_round_trip_unet_with_ip_adapter_equals_diffusers(checkpoint, published)
     sample, ctx = rng.randn(2, 9, 16, 16).astype(np.float32), rng.randn(2, 77, 32).astype(np.float32)
     embeds = rng.randn(2, 40).astype(np.float32)
     with torch.no_grad():
-        expected = reference(torch.from_numpy(sample), torch.tensor([3, 700]), torch.from_numpy(ctx),
-                             added_cond_kwargs={"image_embeds": [torch.from_numpy(embeds)[:, None]]}).sample  # fmt: skip
+        expected = reference(
+            torch.from_numpy(sample),
+            torch.tensor([3, 700]),
+            torch.from_numpy(ctx),
+            added_cond_kwargs={"image_embeds": [torch.from_numpy(embeds)[:, None]]},
+        ).sample
     tokens = ckpt.module("image_proj").apply({"params": ckpt.params["image_proj"]}, embeds)
-    out = ckpt.module("unet").apply(
-        {"params": ckpt.params["unet"]}, nhwc(sample), np.array([3, 700]), ctx, tokens
-    )
+    out = ckpt.module("unet").apply({"params": ckpt.params["unet"]}, nhwc(sample), np.array([3, 700]), ctx, tokens)
     assert_close(nchw(out), expected.numpy(), "converted unet")
 
 
@@ -82,9 +93,7 @@ def test_round_trip_vae_text_alpha_clip_and_mlp(checkpoint, published):
     z = np.random.RandomState(1).randn(1, 4, 8, 8).astype(np.float32)
     with torch.no_grad():
         vae = AutoencoderKL.from_pretrained(published["sd_inpaint"] / "vae").eval()
-        assert_close(
-            nchw(apply("vae", nhwc(z), method="decode")), vae.decode(torch.from_numpy(z)).sample.numpy()
-        )
+        assert_close(nchw(apply("vae", nhwc(z), method="decode")), vae.decode(torch.from_numpy(z)).sample.numpy())
 
         ids = tokenize(load_tokenizer(ckpt.tokenizer_path), ["a photo of a cat.", ""])
         text = CLIPTextModel.from_pretrained(published["sd_inpaint"] / "text_encoder").eval()
@@ -119,8 +128,11 @@ def test_bin_weights_and_bfloat16_storage(published, tmp_path):
 def test_fp16_variant_file_names_are_found(published, tmp_path):
     sd = tmp_path / "sd"
     shutil.copytree(published["sd_inpaint"], sd)
-    for part, name in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
-                       ("text_encoder", "model")):  # fmt: skip
+    for part, name in (
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+    ):
         (sd / part / f"{name}.safetensors").rename(sd / part / f"{name}.fp16.safetensors")
     convert(Sources(sd_inpaint=sd), tmp_path / "out", progress=lambda _: None)
     assert (tmp_path / "out" / "manifest.json").is_file()
@@ -143,9 +155,7 @@ def test_loads_sharded_on_8_devices(checkpoint):
         """
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     spec_line = next(line for line in result.stdout.splitlines() if line.startswith("SPEC"))
     # ff.net_2 kernel is [mlp=128, embed=32]: the mlp axis is split 8 ways, 16 rows per device
@@ -160,11 +170,7 @@ def test_loads_sharded_on_8_devices(checkpoint):
 def test_missing_folder_lists_what_was_expected(tmp_path, capsys):
     code, err = _run_cli("--sd-inpaint", tmp_path / "nope", "--out", tmp_path / "out", capsys=capsys)
     assert code == 1 and err.count("\n") == 0
-    assert (
-        "missing inputs" in err
-        and "nope/unet/config.json" in err
-        and "diffusion_pytorch_model.safetensors" in err
-    )
+    assert "missing inputs" in err and "nope/unet/config.json" in err and "diffusion_pytorch_model.safetensors" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -174,8 +180,9 @@ def test_wrong_network_file_lists_keys(published, tmp_path, capsys):
 
 
 def test_mlp_file_of_another_network(published, tmp_path, capsys):
-    code, err = _run_cli("--mlp", published["image_encoder"] / "model.safetensors", "--out", tmp_path / "o",
-                         capsys=capsys)  # fmt: skip
+    code, err = _run_cli(
+        "--mlp", published["image_encoder"] / "model.safetensors", "--out", tmp_path / "o", capsys=capsys
+    )
     assert code == 1 and "not a CLIPAway MLP" in err
 
 
@@ -206,8 +213,9 @@ def test_corrupt_bin(published, tmp_path, capsys):
     bad = tmp_path / "ip-adapter_sd15.bin"
     data = published["ip_adapter"].read_bytes()
     bad.write_bytes(data[: len(data) // 3])
-    code, err = _run_cli("--sd-inpaint", published["sd_inpaint"], "--ip-adapter", bad, "--out", tmp_path / "o",
-                         capsys=capsys)  # fmt: skip
+    code, err = _run_cli(
+        "--sd-inpaint", published["sd_inpaint"], "--ip-adapter", bad, "--out", tmp_path / "o", capsys=capsys
+    )
     assert code == 1 and str(bad) in err and "corrupt or truncated" in err
 
 
@@ -218,9 +226,7 @@ class _RunsCode:
 
 def test_unsafe_pickle_is_refused(tmp_path, capsys):
     bad = tmp_path / "clip_l14_grit+mim_fultune_6xe.pth"
-    torch.save(
-        {"conv1.weight": torch.zeros(1), "hook": _RunsCode()}, bad, pickle_protocol=pickle.HIGHEST_PROTOCOL
-    )
+    torch.save({"conv1.weight": torch.zeros(1), "hook": _RunsCode()}, bad, pickle_protocol=pickle.HIGHEST_PROTOCOL)
     code, err = _run_cli("--alpha-clip", bad, "--out", tmp_path / "out", capsys=capsys)
     assert code == 1 and "unsafe pickle" in err and str(bad) in err
 
@@ -256,8 +262,13 @@ def test_partial_directory_is_not_a_checkpoint(tmp_path):
 
 
 def test_checkpoints_entry_point_help():
-    result = subprocess.run([sys.executable, "-m", "checkpoints.convert", "--help"], capture_output=True,
-                            text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "checkpoints.convert", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert result.returncode == 0 and "ip-adapter_sd15.bin" in result.stdout and "--out" in result.stdout
 
 

@@ -33,9 +33,7 @@ def _torch_forward(unet, inputs, t, embeds=None):
     if embeds is not None:
         kwargs["added_cond_kwargs"] = {"image_embeds": [torch.from_numpy(embeds)[:, None]]}
     with torch.no_grad():
-        out = unet(
-            torch.from_numpy(inputs["sample"]), torch.tensor(t), torch.from_numpy(inputs["context"]), **kwargs
-        )
+        out = unet(torch.from_numpy(inputs["sample"]), torch.tensor(t), torch.from_numpy(inputs["context"]), **kwargs)
     return out.sample.numpy()
 
 
@@ -56,9 +54,7 @@ def test_unet_with_ip_adapter_equals_diffusers(reference, timesteps):
     ip_unet._load_ip_adapter_weights([ip])
     expected = _torch_forward(ip_unet, inputs, timesteps, inputs["embeds"])
     plain = _torch_forward(unet, inputs, timesteps)
-    assert np.abs(expected - plain).max() > 1e-2, (
-        "the image tokens must change the output for this test to bite"
-    )
+    assert np.abs(expected - plain).max() > 1e-2, "the image tokens must change the output for this test to bite"
 
     state = {k: v.numpy() for k, v in ip["ip_adapter"].items()}
     params = convert_unet(numpy_state(unet), config, ip_adapter=state)
@@ -107,9 +103,7 @@ def test_conversion_reports_missing_and_unexpected_keys(reference):
 def test_text_to_image_unet_is_explained(reference):
     unet, _, config, _ = reference
     state = numpy_state(torch_unet(in_channels=4))
-    with pytest.raises(
-        ConversionError, match=r"conv_in.weight: expected .*found .*4 input channels.*inpainting"
-    ):
+    with pytest.raises(ConversionError, match=r"conv_in.weight: expected .*found .*4 input channels.*inpainting"):
         convert_unet(state, config)
 
 
@@ -122,9 +116,7 @@ def test_full_size_unet_equals_diffusers():
     unet = TorchUNet(**UNetConfig().to_dict()).eval()
     config = UNetConfig.from_dict(json.loads(json.dumps(dict(unet.config))))
     rng = np.random.RandomState(0)
-    inputs = dict(
-        sample=rng.randn(2, 9, 64, 64).astype(np.float32), context=rng.randn(2, 77, 768).astype(np.float32)
-    )
+    inputs = dict(sample=rng.randn(2, 9, 64, 64).astype(np.float32), context=rng.randn(2, 77, 768).astype(np.float32))
     expected = _torch_forward(unet, inputs, [999, 500])
     params = convert_unet(numpy_state(unet), config)
     del unet

@@ -114,9 +114,7 @@ def convert_state_dict(
                 unknown.append(f"{key} -> {path}")
             elif tuple(array.shape) != targets[path]:
                 note = hint(path, targets[path], tuple(array.shape)) if hint else ""
-                mismatched.append(
-                    f"{key}: expected {targets[path]} (as {path}), found {tuple(array.shape)}{note}"
-                )
+                mismatched.append(f"{key}: expected {targets[path]} (as {path}), found {tuple(array.shape)}{note}")
             elif path in flat:
                 unknown.append(f"{key} -> {path} (filled twice)")
             else:
@@ -137,9 +135,7 @@ def _match(rules: tuple[Rule, ...], key: str) -> tuple[Rule | None, tuple[str, .
 def _raise_if_errors(source_name, unused, unknown, missing, mismatched):
     problems = []
     if mismatched:
-        problems.append(
-            "shape mismatch: " + "; ".join(mismatched[:4]) + (" ..." if len(mismatched) > 4 else "")
-        )
+        problems.append("shape mismatch: " + "; ".join(mismatched[:4]) + (" ..." if len(mismatched) > 4 else ""))
     if unused:
         problems.append(f"{len(unused)} unexpected keys: {_preview(unused)}")
     if unknown:

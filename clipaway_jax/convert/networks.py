@@ -92,17 +92,13 @@ def convert_text(
     return convert_state_dict(state, HF_TEXT_RULES, targets, source_name=name, dtype=dtype)
 
 
-def convert_vision(
-    state: Mapping, config: CLIPVisionConfig, *, name="image_encoder", dtype=np.float32
-) -> dict:
+def convert_vision(state: Mapping, config: CLIPVisionConfig, *, name="image_encoder", dtype=np.float32) -> dict:
     """transformers `CLIPVisionModelWithProjection` names (`vision_model.*`, `visual_projection.weight`)."""
     targets = target_shapes(abstract_params(CLIPVisionTransformer(config)))
     return convert_state_dict(state, HF_VISION_RULES, targets, source_name=name, dtype=dtype)
 
 
-def convert_alpha_clip(
-    state: Mapping, config: CLIPVisionConfig, *, name="alpha_clip", dtype=np.float32
-) -> dict:
+def convert_alpha_clip(state: Mapping, config: CLIPVisionConfig, *, name="alpha_clip", dtype=np.float32) -> dict:
     """AlphaCLIP visual state dict (OpenAI names). A missing `conv1_alpha.weight` becomes zeros, as
     AlphaCLIP's own loader does (the tower then equals plain CLIP)."""
     if "conv1_alpha.weight" not in state and "conv1.weight" in state:
@@ -115,9 +111,7 @@ def convert_alpha_clip(
     return convert_state_dict(state, ALPHA_CLIP_RULES, targets, source_name=name, dtype=dtype)
 
 
-def alpha_clip_config(
-    state: Mapping, name: str = "alpha_clip", output_dim_key: str = "proj"
-) -> CLIPVisionConfig:
+def alpha_clip_config(state: Mapping, name: str = "alpha_clip", output_dim_key: str = "proj") -> CLIPVisionConfig:
     """Read the tower's size off the state dict, as AlphaCLIP's `build_model` does."""
     try:
         conv1 = np.asarray(state["conv1.weight"]).shape

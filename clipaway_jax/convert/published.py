@@ -64,8 +64,11 @@ def check_sources(sources: Sources) -> None:
         for need in ("tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"):
             if not (root / need).is_file():
                 problems.append(str(root / need))
-    for label, path in (("--ip-adapter", sources.ip_adapter), ("--alpha-clip", sources.alpha_clip),
-                        ("--mlp", sources.mlp)):  # fmt: skip
+    for label, path in (
+        ("--ip-adapter", sources.ip_adapter),
+        ("--alpha-clip", sources.alpha_clip),
+        ("--mlp", sources.mlp),
+    ):
         if path is not None and not path.is_file():
             problems.append(f"{path} ({label}: file not found)")
     for label, path in (("--image-encoder", sources.image_encoder), ("--clip", sources.clip)):
@@ -113,9 +116,7 @@ def _sd_jobs(root: Path, ip_adapter: Path | None) -> Iterator[Job]:
         if ip_adapter is not None:
             ip_file = _open_ip_adapter(ip_adapter)
             ip = Subset(ip_file, "ip_adapter.")
-        params = nets.convert_unet(
-            open_weights(unet_file), config, ip_adapter=ip, name=str(unet_file), dtype=dtype
-        )
+        params = nets.convert_unet(open_weights(unet_file), config, ip_adapter=ip, name=str(unet_file), dtype=dtype)
         entry = {"class": "UNet2DConditionModel", "config": config.to_dict(), "ip_adapter": ip is not None}
         return params, entry
 
@@ -175,9 +176,7 @@ def mlp_config(source) -> MLPConfig:
     """Read the MLP's widths off its keys: Linear `0` (in), the last Linear `3n` (out)."""
     indices = sorted({int(k.split(".")[0]) for k in source if k.split(".")[0].isdigit()})
     if not indices or indices[-1] % 3:
-        raise WeightFileError(
-            f"not a CLIPAway MLP (keys {indices[:8]}); expected Linear/LayerNorm at 0,1,3,4,..."
-        )
+        raise WeightFileError(f"not a CLIPAway MLP (keys {indices[:8]}); expected Linear/LayerNorm at 0,1,3,4,...")
     last = indices[-1]
     return MLPConfig(
         number_of_hidden_layers=last // 3,
@@ -242,9 +241,7 @@ class _Only(Subset):
 def _only(source, prefixes: tuple[str, ...], path: Path):
     stray = [k for k in source if not k.startswith((*prefixes, "text_", "vision_", "visual_", "logit_scale"))]
     if stray:
-        raise WeightFileError(
-            f"{path}: not a CLIPModel file (unexpected keys {', '.join(sorted(stray)[:5])})"
-        )
+        raise WeightFileError(f"{path}: not a CLIPModel file (unexpected keys {', '.join(sorted(stray)[:5])})")
     return _Only(source, prefixes)
 
 
@@ -286,14 +283,15 @@ def _convert_into(root, jobs, sources, np_dtype, dtype, progress) -> dict:
         del params
         for f in job.files:
             hashes.setdefault(str(f), sha256(f))
-        entries[job.name] = {**entry, "dtype": dtype, "sources": [{"path": str(f), "sha256": hashes[str(f)]}
-                                                                    for f in job.files]}  # fmt: skip
+        entries[job.name] = {
+            **entry,
+            "dtype": dtype,
+            "sources": [{"path": str(f), "sha256": hashes[str(f)]} for f in job.files],
+        }
     manifest = {"dtype": dtype, "networks": entries}
     if sources.sd_inpaint is not None:
         copy_tokenizer(sources.sd_inpaint / "tokenizer", root)
-        manifest["scheduler"] = json.loads(
-            (sources.sd_inpaint / "scheduler" / "scheduler_config.json").read_text()
-        )
+        manifest["scheduler"] = json.loads((sources.sd_inpaint / "scheduler" / "scheduler_config.json").read_text())
         manifest["tokenizer"] = "tokenizer"
         manifest["model_index"] = _read_json(sources.sd_inpaint / "model_index.json")
     write_manifest(root, manifest)

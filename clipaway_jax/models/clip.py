@@ -207,9 +207,15 @@ class CLIPVisionTransformer(nn.Module):
     def __call__(self, pixel_values: jax.Array, alpha: jax.Array | None = None) -> VisionOutput:
         cfg = self.config
         patch = lambda name: conv(
-            cfg.hidden_size, name, kernel_size=cfg.patch_size, stride=cfg.patch_size, padding=0,
-            use_bias=False, in_axis=None, dtype=self.dtype,
-        )  # fmt: skip
+            cfg.hidden_size,
+            name,
+            kernel_size=cfg.patch_size,
+            stride=cfg.patch_size,
+            padding=0,
+            use_bias=False,
+            in_axis=None,
+            dtype=self.dtype,
+        )
         x = patch("patch_embedding")(pixel_values.astype(self.dtype))
         if cfg.alpha:
             if alpha is None:
@@ -218,18 +224,14 @@ class CLIPVisionTransformer(nn.Module):
         b = x.shape[0]
         x = x.reshape(b, -1, cfg.hidden_size)
         init = nn.initializers.normal(cfg.hidden_size**-0.5)
-        cls = self.param(
-            "class_embedding", nn.with_logical_partitioning(init, ("embed",)), (cfg.hidden_size,)
-        )
+        cls = self.param("class_embedding", nn.with_logical_partitioning(init, ("embed",)), (cfg.hidden_size,))
         positions = self.param(
             "position_embedding",
             nn.with_logical_partitioning(init, (None, "embed")),
             (cfg.num_positions, cfg.hidden_size),
         )
         if x.shape[1] + 1 != cfg.num_positions:
-            raise ValueError(
-                f"image of {pixel_values.shape[1:3]} px does not give {cfg.num_positions - 1} patches"
-            )
+            raise ValueError(f"image of {pixel_values.shape[1:3]} px does not give {cfg.num_positions - 1} patches")
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, cfg.hidden_size)), x], axis=1)
         x = layer_norm(cfg.layer_norm_eps, "pre_layernorm", self.dtype)(x + positions.astype(self.dtype))
         x = _encoder(cfg, self.dtype)(x)

@@ -64,7 +64,5 @@ def focused_embeddings(
     size = alpha_clip.config.image_size
     pixels, alpha = alpha_clip_inputs(images, masks, size)
     _, inverted = alpha_clip_inputs(images, 1.0 - masks, size, pixels_too=False)
-    both = alpha_clip.apply(
-        params, jnp.concatenate([pixels, pixels]), jnp.concatenate([alpha, inverted])
-    ).image_embeds
+    both = alpha_clip.apply(params, jnp.concatenate([pixels, pixels]), jnp.concatenate([alpha, inverted])).image_embeds
     return jnp.split(both, 2)
