@@ -271,18 +271,27 @@ def mlp_module(config: dict = TINY_MLP, seed: int = 0):
     return randomize_(nn.Sequential(*layers), seed)
 
 
-def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True) -> Path:
-    """A diffusers SD-inpainting folder (unet/ vae/ text_encoder/ tokenizer/ scheduler/ model_index.json)."""
+def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full_size: bool = False) -> Path:
+    """A diffusers SD-inpainting folder (unet/ vae/ text_encoder/ tokenizer/ scheduler/ model_index.json);
+    `full_size` uses the published SD-1.5 inpainting configs (random weights, ~4.3 GB)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from clipaway_jax.models import UNetConfig, VAEConfig
+
     folder = Path(folder)
     vocab = write_tokenizer(folder / "tokenizer")
+    unet_cfg, vae_cfg = (UNetConfig().to_dict(), VAEConfig().to_dict()) if full_size else (TINY_UNET, TINY_VAE)
+    text_cfg = (
+        dict(vocab_size=49408, eos_token_id=2)
+        if full_size
+        else dict(TINY_TEXT, vocab_size=vocab, eos_token_id=vocab - 1)
+    )
     torch.manual_seed(seed)
-    randomize_(UNet2DConditionModel(**TINY_UNET), seed).save_pretrained(folder / "unet", safe_serialization=safetensors)
-    randomize_(AutoencoderKL(**TINY_VAE), seed + 1).save_pretrained(folder / "vae", safe_serialization=safetensors)
-    text = CLIPTextModel(CLIPTextConfig(**TINY_TEXT, vocab_size=vocab, eos_token_id=vocab - 1))
+    randomize_(UNet2DConditionModel(**unet_cfg), seed).save_pretrained(folder / "unet", safe_serialization=safetensors)
+    randomize_(AutoencoderKL(**vae_cfg), seed + 1).save_pretrained(folder / "vae", safe_serialization=safetensors)
+    text = CLIPTextModel(CLIPTextConfig(**text_cfg))
     randomize_(text, seed + 2).save_pretrained(folder / "text_encoder", safe_serialization=safetensors)
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))

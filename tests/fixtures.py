@@ -59,17 +59,20 @@ def torch_text_model(vocab_size: int, seed: int = 0, with_projection: bool = Fal
     return randomize_(cls(config), seed)
 
 
-def torch_image_encoder(seed: int = 0, **overrides):
+def torch_image_encoder(seed: int = 0, scale: float = 0.2, **overrides):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     seed_torch(seed)
-    return randomize_(CLIPVisionModelWithProjection(CLIPVisionConfig(**{**TINY_IMAGE_ENCODER, **overrides})), seed)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**{**TINY_IMAGE_ENCODER, **overrides}))
+    return randomize_(model, seed, scale)
 
 
 # --- AlphaCLIP: a faithful torch reference of the published visual tower (SunzeY/AlphaCLIP model.py) ---
 
 
-def alpha_clip_reference(width=64, layers=2, heads=None, patch=14, resolution=28, output_dim=24, seed=0):
+def alpha_clip_reference(width=64, layers=2, heads=None, patch=14, resolution=28, output_dim=24, seed=0, scale=0.2):
+    """`scale`: std of the random weights; full-size towers need CLIP-like 0.02, or 24 pre-LN layers of
+    0.2-scale weights saturate every softmax and the fp32 comparison measures chaos, not the port."""
     torch = seed_torch(seed)
     nn = torch.nn
 
@@ -143,7 +146,7 @@ def alpha_clip_reference(width=64, layers=2, heads=None, patch=14, resolution=28
             x = self.transformer(x).permute(1, 0, 2)
             return self.ln_post(x[:, 0, :]) @ self.proj
 
-    return randomize_(VisionTransformer(), seed)
+    return randomize_(VisionTransformer(), seed, scale)
 
 
 def torch_mlp(config: dict = TINY_MLP, seed: int = 0):

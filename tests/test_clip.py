@@ -217,7 +217,7 @@ def test_alpha_clip_tiny_config_matches_builtin():
 @pytest.mark.slow
 @pytest.mark.parametrize("resolution", [224, 336])
 def test_full_size_alpha_clip_equals_reference(resolution):
-    reference, config, params = _alpha_clip_pair(resolution, width=1024, layers=24, output_dim=768)
+    reference, config, params = _alpha_clip_pair(resolution, width=1024, layers=24, output_dim=768, scale=0.02)
     pixels = np.random.RandomState(0).randn(2, 3, resolution, resolution).astype(np.float32)
     alpha = _mask_alpha(2, resolution).astype(np.float32)
     with torch.no_grad():
@@ -229,7 +229,7 @@ def test_full_size_alpha_clip_equals_reference(resolution):
 
 @pytest.mark.slow
 def test_full_size_vit_h_equals_transformers():
-    reference = torch_image_encoder(**CLIPVisionConfig.VIT_H14, num_attention_heads=16, image_size=224)
+    reference = torch_image_encoder(scale=0.02, **CLIPVisionConfig.VIT_H14, num_attention_heads=16, image_size=224)
     config = CLIPVisionConfig.from_dict(reference.config.to_dict())
     params = convert_vision(numpy_state(reference), config)
     pixels = np.random.RandomState(0).randn(2, 3, 224, 224).astype(np.float32)
