@@ -38,6 +38,11 @@ class VAEConfig(ConfigBase):
 
     _FIXED: ClassVar = {}
 
+    @property
+    def scale_factor(self) -> int:
+        """Pixels per latent along each side (8 for SD)."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
     def __post_init__(self):
         for block in self.down_block_types:
             if block != "DownEncoderBlock2D":

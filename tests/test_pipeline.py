@@ -1,0 +1,113 @@
+"""End-to-end: the JAX CLIPAway pipeline equals diffusers' StableDiffusionInpaintPipeline run with the
+published algorithm (IP-Adapter embeds from torch AlphaCLIP + MLP + projection) on the same weights."""
+
+import numpy as np
+import pytest
+import torch
+from fixtures import alpha_clip_reference, mlp_module, write_published
+
+from clipaway_jax.convert.published import Sources, convert
+from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT, CLIPAwayPipeline, RemovalOptions
+from clipaway_jax.preprocess import alpha_clip_inputs
+
+SIZE = 128  # the tiny UNet's sample_size 16 x 8
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    files = write_published(root / "published")
+    convert(Sources(**files), root / "ckpt", progress=lambda _: None)
+    return files, CLIPAwayPipeline.from_checkpoint(root / "ckpt")
+
+
+def _inputs(batch=2):
+    rng = np.random.RandomState(0)
+    yy, xx = np.mgrid[:SIZE, :SIZE] / SIZE
+    images = np.stack([np.stack([np.sin(6 * xx + i), np.cos(5 * yy - i), xx * yy], -1) for i in range(batch)])
+    images = np.clip(0.5 + 0.4 * images + 0.05 * rng.randn(batch, SIZE, SIZE, 3), 0, 1).astype(np.float32)
+    masks = np.zeros((batch, SIZE, SIZE), np.float32)
+    masks[0, 30:80, 40:100] = 1.0
+    masks[1, 60:120, 10:50] = 1.0
+    latents = rng.randn(batch, SIZE // 8, SIZE // 8, 4).astype(np.float32)
+    return images, masks, latents
+
+
+def _torch_embeds(files, images, masks):
+    """[MLP(zeros); projection(MLP(e_b), MLP(e_f))] computed with the torch references."""
+    from safetensors.torch import load_file
+
+    alpha_clip = alpha_clip_reference(resolution=28)
+    alpha_clip.load_state_dict(torch.load(files["alpha_clip"], weights_only=True))
+    mlp = mlp_module()
+    mlp.load_state_dict(load_file(files["mlp"]))
+    to_torch = lambda x: torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+    pixels, alpha = alpha_clip_inputs(images, masks, 28)
+    _, inverted = alpha_clip_inputs(images, 1 - masks, 28)
+    with torch.no_grad():
+        f = mlp(alpha_clip(to_torch(pixels), to_torch(alpha)))
+        b = mlp(alpha_clip(to_torch(pixels), to_torch(inverted)))
+        projected = torch.stack([bi - (bi @ fi) / (fi @ fi) * fi for bi, fi in zip(b, f)])
+        uncond = mlp(torch.zeros(1, 24)).expand_as(projected)
+    return torch.cat([uncond, projected])[:, None]
+
+
+def _torch_pipeline(files, scheduler_name):
+    from diffusers import (AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionInpaintPipeline,
+                           UNet2DConditionModel)  # fmt: skip
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    sd = files["sd_inpaint"]
+    scheduler_cls = {"pndm": PNDMScheduler, "ddim": DDIMScheduler}[scheduler_name]
+    pipe = StableDiffusionInpaintPipeline(
+        vae=AutoencoderKL.from_pretrained(sd / "vae"),
+        text_encoder=CLIPTextModel.from_pretrained(sd / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(sd / "tokenizer"),
+        unet=UNet2DConditionModel.from_pretrained(sd / "unet"),
+        scheduler=scheduler_cls.from_pretrained(sd / "scheduler"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.unet._load_ip_adapter_weights([torch.load(files["ip_adapter"], weights_only=True)])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("scheduler", ["pndm", "ddim"])
+def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, monkeypatch):
+    import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint as inpaint
+
+    files, pipe = setup
+    images, masks, latents = _inputs()
+    # The masked image's VAE posterior is sampled from framework-specific RNGs; both sides use its mean here.
+    original = inpaint.retrieve_latents
+    monkeypatch.setattr(inpaint, "retrieve_latents", lambda out, generator=None, sample_mode="sample":
+                        original(out, generator, "argmax"))  # fmt: skip
+    reference = _torch_pipeline(files, scheduler)
+    embeds = _torch_embeds(files, images, masks)  # [uncond x B; cond x B, 1, E]
+    expected = []
+    for i in range(len(images)):  # diffusers repeats ip embeds across a prompt batch: one image per call
+        with torch.no_grad():
+            expected.append(reference(
+                prompt="",
+                negative_prompt=DEFAULT_NEGATIVE_PROMPT,
+                image=torch.from_numpy(images[i : i + 1].transpose(0, 3, 1, 2).copy()),
+                mask_image=torch.from_numpy(masks[i : i + 1, None].copy()),
+                ip_adapter_image_embeds=[embeds[[i, len(images) + i]]],
+                latents=torch.from_numpy(latents[i : i + 1].transpose(0, 3, 1, 2).copy()),
+                height=SIZE,
+                width=SIZE,
+                num_inference_steps=50,
+                guidance_scale=7.5,
+                strength=1.0,
+                output_type="np",
+            ).images[0])  # fmt: skip
+    expected = np.stack(expected)
+    options = RemovalOptions(steps=50, scheduler=scheduler, dilate_iterations=0, posterior="mode")
+    out = pipe.remove(images, masks, latents=latents, guidance_scale=7.5, options=options)
+    diff = np.abs(out - expected)
+    print(f"{scheduler}: mean abs diff {diff.mean():.2e}, max {diff.max():.2e}")
+    assert diff.mean() <= 1e-3 and diff.max() <= 1e-2
+    assert np.abs(expected - images).mean() > 0.05, "the reference must actually repaint for this to test anything"
+    assert ((expected > 0.02) & (expected < 0.98)).mean() > 0.2, "mostly saturated pixels would hide differences"
