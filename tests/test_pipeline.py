@@ -53,8 +53,13 @@ def _torch_embeds(files, images, masks):
 
 
 def _torch_pipeline(files, scheduler_name):
-    from diffusers import (AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionInpaintPipeline,
-                           UNet2DConditionModel)  # fmt: skip
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        PNDMScheduler,
+        StableDiffusionInpaintPipeline,
+        UNet2DConditionModel,  # fmt: skip
+    )
     from transformers import CLIPTextModel, CLIPTokenizer
 
     sd = files["sd_inpaint"]
