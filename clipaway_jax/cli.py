@@ -4,27 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
-
-
-def _demo(sub):
-    p = sub.add_parser(
-        "demo",
-        help="run the built-in tiny model set end to end",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=textwrap.dedent(
-            """\
-            Runs the networks on the built-in tiny model set (seeded random weights) and prints what it did.
-            Random weights remove nothing: the demo shows that every stage runs, compiled, on this machine.
-
-            examples:
-              clipaway-jax demo
-              clipaway-jax demo --out demo_out
-            """
-        ),
-    )
-    p.add_argument("--out", default="demo_out", help="folder for the demo's outputs (default: demo_out)")
-    p.set_defaults(run=lambda args: __import__("clipaway_jax.demo", fromlist=["main"]).main(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    _demo(sub)
-    from clipaway_jax.convert.cli import add_parser as add_convert
+    from clipaway_jax import demo
+    from clipaway_jax.commands import remove
+    from clipaway_jax.convert import cli as convert
 
-    add_convert(sub)
+    for command in (demo, remove, convert):
+        command.add_parser(sub)
     return parser
 
 

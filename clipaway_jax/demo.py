@@ -1,15 +1,45 @@
-"""`clipaway-jax demo`: the built-in tiny model set, through the real convert -> load path, every
-network run compiled on this machine. Random weights remove nothing; this shows the stages work.
+"""`clipaway-jax demo`: the removal pipeline on the shipped sample images.
+
+Without `--checkpoint` it first builds the tiny built-in model set (seeded random weights) in the
+published file layouts and converts it through the same `convert` path as real weights. Random
+weights remove nothing: the demo shows every stage running, compiled, on this machine.
 """
 
 from __future__ import annotations
 
+import argparse
+import textwrap
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from clipaway_jax.commands import pipeline_args
+
+DESCRIPTION = textwrap.dedent(
+    """\
+    Runs CLIPAway removal on the sample images shipped with the package and writes each result and
+    a comparison grid (input | mask | result) to --out.
+
+    With no --checkpoint, the tiny built-in model set (seeded random weights) is built and converted
+    first: it exercises every stage but removes nothing. Point --checkpoint at a converted checkpoint
+    (see `clipaway-jax convert --help`) to see the published model at work.
+
+    examples:
+      clipaway-jax demo
+      clipaway-jax demo --steps 20 --out demo_out
+      clipaway-jax demo --checkpoint checkpoints/clipaway --keep-aspect
+    """
+)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="remove objects from the shipped sample images", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    p.add_argument("--checkpoint", type=Path, help="a converted checkpoint; default: the tiny built-in model set")
+    pipeline_args.add(p)
+    p.set_defaults(run=main)
 
 
 def build_tiny_checkpoint(out: Path) -> Path:
@@ -24,69 +54,42 @@ def build_tiny_checkpoint(out: Path) -> Path:
     return checkpoint
 
 
-def _timed(label: str, fn, *args):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    print(f"  {label:<44} {time.perf_counter() - start:6.2f} s (incl. compile)")
-    return out
-
-
-def run_networks(checkpoint_path: Path) -> dict[str, np.ndarray]:
-    """One forward of every inference network on the checkpoint; returns the shapes it produced."""
-    from clipaway_jax.checkpoint import load_checkpoint
-    from clipaway_jax.models import focused_embeddings, projection_block
-    from clipaway_jax.tokenizer import load_tokenizer, tokenize
-
-    ckpt = load_checkpoint(checkpoint_path)
-    p = {name: {"params": tree} for name, tree in ckpt.params.items()}
-    unet, vae, text = ckpt.module("unet"), ckpt.module("vae"), ckpt.module("text_encoder")
-    alpha_clip, mlp, image_proj = ckpt.module("alpha_clip"), ckpt.module("mlp"), ckpt.module("image_proj")
-    ids = tokenize(load_tokenizer(ckpt.tokenizer_path), ["", "monochrome, lowres, bad anatomy"])
-    size = 8 * unet.config.sample_size
-    rng = np.random.RandomState(0)
-    images = rng.rand(2, size, size, 3).astype(np.float32)
-    masks = np.zeros((2, size, size), np.float32)
-    masks[:, size // 4 : size // 2, size // 4 : 3 * size // 4] = 1.0
-
-    context = _timed("text encoder", jax.jit(text.apply), p["text_encoder"], ids).last_hidden_state
-    e_f, e_b = _timed(
-        "AlphaCLIP focused embeddings (e_f, e_b)",
-        jax.jit(focused_embeddings, static_argnums=0),
-        alpha_clip,
-        p["alpha_clip"],
-        images,
-        masks,
-    )
-    f, b = jnp.split(_timed("MLP", jax.jit(mlp.apply), p["mlp"], jnp.concatenate([e_f, e_b])), 2)
-    e = _timed("projection block", projection_block, b, f)
-    tokens = _timed("IP-Adapter image projection", jax.jit(image_proj.apply), p["image_proj"], e)
-    encode = jax.jit(lambda params, x: vae.apply(params, x, method="encode").mean)
-    latents = _timed("VAE encode", encode, p["vae"], images * 2 - 1) * vae.config.scaling_factor
-    sample = jnp.concatenate([latents, latents[..., :1] * 0, latents], axis=-1)
-    eps = _timed("UNet (9-ch, IP-Adapter tokens)", jax.jit(unet.apply), p["unet"], sample, 981, context, tokens)
-    decode = jax.jit(lambda params, z: vae.apply(params, z, method="decode"))
-    pixels = _timed("VAE decode", decode, p["vae"], latents / vae.config.scaling_factor)
-    return {
-        "text tokens": context,
-        "e_f": e_f,
-        "projected e": e,
-        "image tokens": tokens,
-        "noise estimate": eps,
-        "decoded": pixels,
-    }
-
-
 def main(args) -> int:
+    from tqdm import tqdm
+
+    from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline
+    from clipaway_jax.pipelines.images import write_png_atomic
+    from clipaway_jax.pipelines.run import comparison_grid, default_size, enable_compilation_cache, finish, prepare
+    from clipaway_jax.samples import sample_pairs
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/2] building the tiny built-in model set (seeded random weights) in {out}")
-    checkpoint = build_tiny_checkpoint(out)
-    print(f"[2/2] loading {checkpoint} and running every network (jit-compiled)")
-    shapes = run_networks(checkpoint)
-    for name, value in shapes.items():
-        print(f"  {name:<16} {tuple(value.shape)}  finite={bool(np.isfinite(np.asarray(value)).all())}")
-    print(
-        "done. These are random weights: they remove nothing. Convert your real files with "
-        "`clipaway-jax convert --help` to use the published models."
-    )
+    enable_compilation_cache(args.cache_dir)
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        print(f"[1/2] building the tiny built-in model set (seeded random weights) in {out}")
+        checkpoint = build_tiny_checkpoint(out)
+    pipe = CLIPAwayPipeline.from_checkpoint(checkpoint, dtype=args.dtype)
+    size = args.size or default_size(pipe)
+    print(f"[2/2] removing objects from {len(sample_pairs())} sample images at {size[1]}x{size[0]}, "
+          f"{args.steps} {args.scheduler} steps, guidance {args.guidance_scale}")  # fmt: skip
+    options, kwargs = pipeline_args.options(args), pipeline_args.call_kwargs(args)
+    rows = []
+    for image_path, mask_path in tqdm(sample_pairs(), unit="image"):
+        prepared = prepare(image_path, mask_path, size, args.keep_aspect)
+        start = time.perf_counter()
+        output = pipe.remove(
+            prepared.image[None], prepared.mask[None], names=[prepared.name], options=options, **kwargs
+        )
+        result = finish(prepared, output[0])
+        write_png_atomic(out / f"{prepared.name}.png", result)
+        rows.append(comparison_grid(prepared, result))
+        tqdm.write(f"  {prepared.name}: {time.perf_counter() - start:.1f} s (first one includes compilation)")
+    width = max(r.shape[1] for r in rows)
+    sheet = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
+    write_png_atomic(out / "grid.png", sheet)
+    print(f"wrote {len(rows)} results and {out / 'grid.png'} (input | mask | result per row)")
+    if args.checkpoint is None:
+        print("These are random weights: they remove nothing. Convert the published files with "
+              "`clipaway-jax convert --help`, then run `clipaway-jax demo --checkpoint checkpoints/NAME`.")  # fmt: skip
     return 0

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from fixtures import alpha_clip_reference, assert_close, nchw, nhwc, torch_unet, write_published
+from fixtures import alpha_clip_reference, assert_close, nchw, nhwc, torch_unet
 
 from clipaway_jax.checkpoint import CheckpointError, load_checkpoint
 from clipaway_jax.cli import main as cli_main
@@ -20,15 +20,8 @@ from clipaway_jax.convert.published import Sources, convert
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    return write_published(tmp_path_factory.mktemp("published"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(published, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    convert(Sources(**published), out, progress=lambda _: None)
-    return out
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def _run_cli(*args, capsys):

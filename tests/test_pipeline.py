@@ -4,9 +4,8 @@ published algorithm (IP-Adapter embeds from torch AlphaCLIP + MLP + projection) 
 import numpy as np
 import pytest
 import torch
-from fixtures import alpha_clip_reference, mlp_module, write_published
+from fixtures import alpha_clip_reference, mlp_module
 
-from clipaway_jax.convert.published import Sources, convert
 from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT, CLIPAwayPipeline, RemovalOptions
 from clipaway_jax.preprocess import alpha_clip_inputs
 
@@ -14,11 +13,8 @@ SIZE = 128  # the tiny UNet's sample_size 16 x 8
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    files = write_published(root / "published")
-    convert(Sources(**files), root / "ckpt", progress=lambda _: None)
-    return files, CLIPAwayPipeline.from_checkpoint(root / "ckpt")
+def setup(published, tiny_checkpoint):
+    return published, CLIPAwayPipeline.from_checkpoint(tiny_checkpoint)
 
 
 def _inputs(batch=2):

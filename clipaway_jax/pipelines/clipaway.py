@@ -41,15 +41,12 @@ class RemovalOptions:
     dilate_iterations: int = 5  # 0 disables dilation
     paste_back: int = 0  # feather radius in pixels; 0 = off (the original does not paste back)
     posterior: str = "sample"  # VAE latents of the masked image: "sample" (diffusers) or "mode"
-    token_source: str = "projected"  # "projected" (CLIPAway), "focused" (MLP(e_f)), "background" (MLP(e_b))
 
     def __post_init__(self):
         if self.uncond not in ("mlp", "zeros"):
             raise ValueError(f"uncond must be 'mlp' or 'zeros', got {self.uncond!r}")
         if self.posterior not in ("sample", "mode"):
             raise ValueError(f"posterior must be 'sample' or 'mode', got {self.posterior!r}")
-        if self.token_source not in ("projected", "focused", "background"):
-            raise ValueError(f"token_source must be projected/focused/background, got {self.token_source!r}")
 
 
 def image_keys(seed: int, names: Sequence[str | int]) -> jax.Array:
@@ -71,12 +68,16 @@ class Networks:
     image_proj: Any
 
 
-def image_tokens(nets: Networks, params, images, masks, options: RemovalOptions):
-    """CLIPAway's conditional and unconditional IP-Adapter tokens, [B, 4, D] each."""
+TOKEN_SOURCES = ("projected", "focused", "background")  # CLIPAway's embedding; MLP(e_f); MLP(e_b)
+
+
+def image_tokens(nets: Networks, params, images, masks, options: RemovalOptions, source=0):
+    """CLIPAway's conditional and unconditional IP-Adapter tokens, [B, 4, D] each. `source` indexes
+    TOKEN_SOURCES (a traced value: the diagnostics reuse the same compiled program)."""
     e_f, e_b = focused_embeddings(nets.alpha_clip, params["alpha_clip"], images, masks)
     mlp = lambda x: nets.mlp.apply(params["mlp"], x)
     f, b = jnp.split(mlp(jnp.concatenate([e_f, e_b])), 2)
-    embeds = {"projected": projection_block(b, f), "focused": f, "background": b}[options.token_source]
+    embeds = jnp.stack([projection_block(b, f), f, b])[source]
     project = lambda e: nets.image_proj.apply(params["image_proj"], e)
     if options.uncond == "mlp":
         uncond = mlp(jnp.zeros((1, nets.mlp.config.alpha_clip_embed_dim)))
@@ -96,13 +97,15 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions):
     sf, down = vae.config.scaling_factor, vae.config.scale_factor
     timesteps = jnp.asarray(sampler.timesteps)
 
-    def run(params, images, masks, text_ids, keys, guidance_scale, ip_scale, latents=None):
+    def run(params, images, masks, text_ids, keys, guidance_scale, ip_scale, diagnostic=(0, False), latents=None):
         # images [B, H, W, 3] in [0, 1]; masks [B, H, W]; text_ids [B, 2, 77] (negative, positive)
+        # diagnostic: (token source index, inpaint the whole image) for --show-embeddings
         b, h, w, _ = images.shape
         masks = binarize(masks)
         if options.dilate_iterations:
             masks = dilate(masks, options.dilate_kernel, options.dilate_iterations)
-        cond_tokens, uncond_tokens = image_tokens(nets, params, images, masks, options)
+        source, inpaint_full = diagnostic
+        cond_tokens, uncond_tokens = image_tokens(nets, params, images, masks, options, source)
 
         ids = text_ids.reshape(2 * b, text_ids.shape[-1])
         context = nets.text_encoder.apply(params["text_encoder"], ids).last_hidden_state
@@ -111,6 +114,7 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions):
         tokens = jnp.concatenate([uncond_tokens, cond_tokens])
 
         noise_keys, vae_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        masks = jnp.where(inpaint_full, jnp.ones_like(masks), masks)
         masked = (images * 2 - 1) * (masks < 0.5)[..., None]
         posterior = vae.apply(params["vae"], masked, method="encode")
         if options.posterior == "sample":
@@ -194,7 +198,11 @@ class CLIPAwayPipeline:
         negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
         latents: np.ndarray | None = None,
         options: RemovalOptions | None = None,
+        token_source: str = "projected",
+        inpaint_full: bool = False,
     ) -> np.ndarray:
+        """`token_source` / `inpaint_full`: the original's diagnostics (generate the whole image from MLP(e_f),
+        MLP(e_b) or the projection); they reuse the compiled program."""
         images, masks = np.asarray(images, np.float32), np.asarray(masks, np.float32)
         if images.ndim != 4 or masks.shape != images.shape[:3] or images.shape[1] % 64 or images.shape[2] % 64:
             raise ValueError(
@@ -204,13 +212,7 @@ class CLIPAwayPipeline:
         names = list(range(b)) if names is None else list(names)
         ids = self.text_ids([prompt] * b, [negative_prompt] * b)
         run = self.program(options or RemovalOptions())
-        args = (
-            self.params,
-            images,
-            masks,
-            ids,
-            image_keys(seed, names),
-            jnp.float32(guidance_scale),
-            jnp.float32(ip_scale),
-        )
+        diagnostic = (jnp.int32(TOKEN_SOURCES.index(token_source)), jnp.bool_(inpaint_full))
+        scalars = (jnp.float32(guidance_scale), jnp.float32(ip_scale), diagnostic)
+        args = (self.params, images, masks, ids, image_keys(seed, names), *scalars)
         return np.asarray(run(*args, latents) if latents is not None else run(*args))

@@ -1,0 +1,78 @@
+"""Pipeline options shared by `remove`, `demo` and `infer`."""
+
+from __future__ import annotations
+
+import argparse
+
+from clipaway_jax.pipelines.clipaway import RemovalOptions
+from clipaway_jax.pipelines.run import DEFAULT_CACHE_DIR
+from clipaway_jax.schedulers import SAMPLERS
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x")) if "x" in text else (int(text),) * 2
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
+    if h % 64 or w % 64 or h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size {h}x{w}: both sides must be positive multiples of 64")
+    return h, w
+
+
+def add(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    g.add_argument("--scheduler", choices=sorted(SAMPLERS), default="pndm", help="sampler (default pndm, as published)")
+    g.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
+    g.add_argument("--ip-scale", type=float, default=1.0, help="IP-Adapter scale (default 1.0)")
+    g.add_argument("--seed", type=int, default=42, help="seed; per-image noise derives from (seed, image name)")
+    g.add_argument(
+        "--uncond",
+        choices=("mlp", "zeros"),
+        default="mlp",
+        help="unconditional image tokens: image_proj(MLP(0)) as CLIPAway (default) or image_proj(0)",
+    )
+    g.add_argument(
+        "--posterior",
+        choices=("sample", "mode"),
+        default="sample",
+        help="masked-image VAE latents: sampled (diffusers, default) or the mean",
+    )
+    g = p.add_argument_group("geometry and masks")
+    g.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="model input size N or HxW, multiples of 64 (default: the UNet's, 512 for SD-1.5)",
+    )
+    g.add_argument(
+        "--keep-aspect", action="store_true", help="resize preserving aspect ratio and pad (undone on output)"
+    )
+    g.add_argument("--dilate-kernel", type=int, default=5, help="mask dilation kernel (default 5)")
+    g.add_argument("--dilate-iterations", type=int, default=5, help="mask dilation iterations; 0 = off (default 5)")
+    g.add_argument(
+        "--paste-back",
+        type=int,
+        default=0,
+        metavar="RADIUS",
+        help="paste the unmasked pixels back with a feathered edge of RADIUS px (default 0 = off)",
+    )
+    g = p.add_argument_group("runtime")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    g.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="persistent XLA compilation cache ('' = off)")
+
+
+def options(args: argparse.Namespace) -> RemovalOptions:
+    return RemovalOptions(
+        steps=args.steps,
+        scheduler=args.scheduler,
+        uncond=args.uncond,
+        dilate_kernel=args.dilate_kernel,
+        dilate_iterations=args.dilate_iterations,
+        paste_back=args.paste_back,
+        posterior=args.posterior,
+    )
+
+
+def call_kwargs(args: argparse.Namespace) -> dict:
+    return dict(seed=args.seed, guidance_scale=args.guidance_scale, ip_scale=args.ip_scale)

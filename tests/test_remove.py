@@ -1,0 +1,180 @@
+"""`clipaway-jax remove`: options, per-image determinism, compile reuse, and every bad input."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipaway_jax.cli import main as cli_main
+from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline, RemovalOptions
+from clipaway_jax.pipelines.images import apply_fit, plan_fit, undo_fit
+
+FAST = ["--steps", "3"]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoint):
+    return CLIPAwayPipeline.from_checkpoint(tiny_checkpoint)
+
+
+def _save(path, array, mode=None):
+    Image.fromarray(array, mode).save(path)
+    return path
+
+
+@pytest.fixture
+def pair(tmp_path):
+    rng = np.random.RandomState(0)
+    image = _save(tmp_path / "photo.png", rng.randint(0, 256, (96, 160, 3), np.uint8))
+    mask = np.zeros((96, 160), np.uint8)
+    mask[20:60, 50:110] = 255
+    return image, _save(tmp_path / "mask.png", mask)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One persistent compilation cache for the module: the CLI runs after the first compile nothing."""
+    return tmp_path_factory.mktemp("xla-cache")
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(cache_dir):
+    FAST[2:] = ["--cache-dir", str(cache_dir)]
+
+
+def _remove(capsys, *args):
+    code = cli_main(["remove", *map(str, args), *FAST])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_remove_writes_output_grid_and_embeddings(tiny_checkpoint, pair, tmp_path, capsys):
+    image, mask = pair
+    out = tmp_path / "clean.png"
+    code, text = _remove(capsys, image, mask, "-o", out, "--checkpoint", tiny_checkpoint, "--grid", "--show-embeddings")
+    assert code == 0, text
+    assert Image.open(out).size == (160, 96)
+    assert Image.open(tmp_path / "clean.grid.png").size[0] > 3 * 160
+    assert Image.open(tmp_path / "clean.embeddings.png").size[0] > 6 * 160
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_keep_aspect_round_trip_is_exact():
+    image = np.random.RandomState(0).rand(64, 128, 3).astype(np.float32)
+    fit = plan_fit((64, 128), (128, 128), keep_aspect=True)
+    assert fit.content == (32, 0, 64, 128)
+    padded = apply_fit(image, fit, Image.BICUBIC)
+    assert padded.shape == (128, 128, 3) and not padded[:32].any()
+    np.testing.assert_array_equal(undo_fit(padded, fit), image)
+
+
+def test_keep_aspect_output_has_input_size(tiny_checkpoint, pair, tmp_path, capsys):
+    image, mask = pair
+    out = tmp_path / "aspect.png"
+    code, text = _remove(capsys, image, mask, "-o", out, "--checkpoint", tiny_checkpoint, "--keep-aspect")
+    assert code == 0, text
+    assert Image.open(out).size == (160, 96)
+
+
+def test_result_does_not_depend_on_batch_composition(pipe):
+    rng = np.random.RandomState(1)
+    images = rng.rand(3, 128, 128, 3).astype(np.float32)
+    masks = np.zeros((3, 128, 128), np.float32)
+    masks[:, 30:90, 40:100] = 1
+    options = RemovalOptions(steps=2)
+    alone = pipe.remove(images[1:2], masks[1:2], names=["b"], options=options)
+    together = pipe.remove(images, masks, names=["a", "b", "c"], options=options)
+    # same noise and same math; XLA may block a batch-3 GEMM differently from batch 1 (~1e-5, far below 1/255)
+    np.testing.assert_allclose(together[1], alone[0], atol=1e-4)
+    other_seed = pipe.remove(images[1:2], masks[1:2], names=["b"], options=options, seed=1)
+    assert np.abs(other_seed - alone).max() > 1e-3
+
+
+def test_compiled_once_per_shape(pipe):
+    options = RemovalOptions(steps=2, scheduler="ddim")
+    images, masks = np.zeros((1, 128, 128, 3), np.float32), np.ones((1, 128, 128), np.float32)
+    pipe.remove(images, masks, options=options)
+    pipe.remove(images + 0.5, masks, options=options, guidance_scale=3.0, ip_scale=0.5)
+    assert pipe.program(options)._cache_size() == 1
+
+
+def test_empty_mask_returns_the_input(tiny_checkpoint, pair, tmp_path, capsys):
+    image, _ = pair
+    empty = _save(tmp_path / "empty.png", np.zeros((96, 160), np.uint8))
+    out = tmp_path / "same.png"
+    code, text = _remove(capsys, image, empty, "-o", out, "--checkpoint", tiny_checkpoint)
+    assert code == 0 and "mask is empty" in text
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(image)))
+
+
+def test_full_mask_is_allowed(tiny_checkpoint, pair, tmp_path, capsys):
+    image, _ = pair
+    full = _save(tmp_path / "full.png", np.full((96, 160), 255, np.uint8))
+    code, text = _remove(capsys, image, full, "-o", tmp_path / "o.png", "--checkpoint", tiny_checkpoint)
+    assert code == 0, text
+
+
+def test_mask_of_another_size_and_non_binary_is_fixed_with_notes(tiny_checkpoint, pair, tmp_path, capsys):
+    image, _ = pair
+    soft = np.zeros((48, 80), np.uint8)
+    soft[10:30, 25:55] = 200
+    soft[30:35, 25:55] = 90
+    mask = _save(tmp_path / "soft.png", soft)
+    code, text = _remove(capsys, image, mask, "-o", tmp_path / "o.png", "--checkpoint", tiny_checkpoint)
+    assert code == 0, text
+    assert "resized to the image's 160x96" in text and "binarized at 0.5" in text
+
+
+def test_alpha_and_grayscale_images_are_converted(tiny_checkpoint, pair, tmp_path, capsys):
+    _, mask = pair
+    rgba = _save(tmp_path / "rgba.png", np.random.RandomState(2).randint(0, 256, (96, 160, 4), np.uint8))
+    gray = _save(tmp_path / "gray.png", np.random.RandomState(3).randint(0, 256, (96, 160), np.uint8))
+    for source in (rgba, gray):
+        out = tmp_path / f"{source.stem}.out.png"
+        code, text = _remove(capsys, source, mask, "-o", out, "--checkpoint", tiny_checkpoint)
+        assert code == 0, text
+        assert Image.open(out).mode == "RGB"
+
+
+def test_corrupt_image_is_one_clear_line(tiny_checkpoint, pair, tmp_path, capsys):
+    _, mask = pair
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    code, text = _remove(capsys, bad, mask, "-o", tmp_path / "o.png", "--checkpoint", tiny_checkpoint)
+    assert code == 1 and text.strip().count("\n") == 0
+    assert text.startswith("clipaway-jax: error:") and "broken.jpg: not a readable image" in text
+
+
+def test_existing_output_is_refused_without_overwrite(tiny_checkpoint, pair, tmp_path, capsys):
+    image, mask = pair
+    out = _save(tmp_path / "exists.png", np.zeros((4, 4, 3), np.uint8))
+    code, text = _remove(capsys, image, mask, "-o", out, "--checkpoint", tiny_checkpoint)
+    assert code == 1 and "already exists" in text
+    assert Image.open(out).size == (4, 4)
+    code, text = _remove(capsys, image, mask, "-o", out, "--checkpoint", tiny_checkpoint, "--overwrite")
+    assert code == 0 and Image.open(out).size == (160, 96)
+
+
+def test_output_onto_an_input_is_refused(tiny_checkpoint, pair, capsys):
+    image, mask = pair
+    before = mask.read_bytes()
+    code, text = _remove(capsys, image, mask, "-o", mask, "--checkpoint", tiny_checkpoint, "--overwrite")
+    assert code == 1 and "would overwrite an input" in text and mask.read_bytes() == before
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from clipaway_jax.pipelines import images as images_module
+
+    def explode(self, fp, *args, **kwargs):
+        fp.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(images_module.Image.Image, "save", explode)
+    with pytest.raises(OSError):
+        images_module.write_png_atomic(tmp_path / "out.png", np.zeros((4, 4, 3), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["remove", "--help"])
+    assert "examples:" in capsys.readouterr().out
