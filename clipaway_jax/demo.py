@@ -57,7 +57,6 @@ def build_tiny_checkpoint(out: Path) -> Path:
 def main(args) -> int:
     from tqdm import tqdm
 
-    from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline
     from clipaway_jax.pipelines.images import write_png_atomic
     from clipaway_jax.pipelines.run import comparison_grid, default_size, enable_compilation_cache, finish, prepare
     from clipaway_jax.samples import sample_pairs
@@ -69,19 +68,19 @@ def main(args) -> int:
     if checkpoint is None:
         print(f"[1/2] building the tiny built-in model set (seeded random weights) in {out}")
         checkpoint = build_tiny_checkpoint(out)
-    pipe = CLIPAwayPipeline.from_checkpoint(checkpoint, dtype=args.dtype)
+    pipe, describer = pipeline_args.load_pipeline(args, checkpoint)
     size = args.size or default_size(pipe)
     print(f"[2/2] removing objects from {len(sample_pairs())} sample images at {size[1]}x{size[0]}, "
           f"{args.steps} {args.scheduler} steps, guidance {args.guidance_scale}")  # fmt: skip
-    options, kwargs = pipeline_args.options(args), pipeline_args.call_kwargs(args)
+    options = pipeline_args.options(args)
     rows = []
     for image_path, mask_path in tqdm(sample_pairs(), unit="image"):
         prepared = prepare(image_path, mask_path, size, args.keep_aspect)
         start = time.perf_counter()
-        output = pipe.remove(
-            prepared.image[None], prepared.mask[None], names=[prepared.name], options=options, **kwargs
-        )
+        output, descriptions = pipeline_args.guided_call(pipe, describer, [prepared], options, args)
         result = finish(prepared, output[0])
+        if descriptions:
+            tqdm.write(f"  {prepared.name}: T_mask {descriptions[0].t_mask!r}, T_info {descriptions[0].t_info!r}")
         write_png_atomic(out / f"{prepared.name}.png", result)
         rows.append(comparison_grid(prepared, result))
         tqdm.write(f"  {prepared.name}: {time.perf_counter() - start:.1f} s (first one includes compilation)")

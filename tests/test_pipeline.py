@@ -48,7 +48,7 @@ def _torch_embeds(files, images, masks):
     return torch.cat([uncond, projected])[:, None]
 
 
-def _torch_pipeline(files, scheduler_name):
+def _torch_pipeline(files, scheduler_name, with_ip_adapter=True):
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -70,7 +70,8 @@ def _torch_pipeline(files, scheduler_name):
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.unet._load_ip_adapter_weights([torch.load(files["ip_adapter"], weights_only=True)])
+    if with_ip_adapter:
+        pipe.unet._load_ip_adapter_weights([torch.load(files["ip_adapter"], weights_only=True)])
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

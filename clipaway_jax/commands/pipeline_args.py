@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from clipaway_jax.pipelines.clipaway import RemovalOptions
+from clipaway_jax.pipelines.guidance import MODES
 from clipaway_jax.pipelines.run import DEFAULT_CACHE_DIR
 from clipaway_jax.schedulers import SAMPLERS
 
@@ -38,6 +41,28 @@ def add(p: argparse.ArgumentParser) -> None:
         default="sample",
         help="masked-image VAE latents: sampled (diffusers, default) or the mean",
     )
+    g = p.add_argument_group("guidance (DCGD)")
+    g.add_argument(
+        "--guidance-mode",
+        choices=MODES,
+        default="clipaway",
+        help="clipaway (published), dcgd (T_info vs T_mask texts), clipaway+dcgd (both)",
+    )
+    g.add_argument(
+        "--dual-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="DCGD eq. 6 weight w (eps = w*eps(T_info) + (1-w)*eps(T_mask)); default: --guidance-scale",
+    )
+    g.add_argument(
+        "--unet-variant",
+        choices=("inpaint", "dcgd12"),
+        default="inpaint",
+        help="the 9-channel inpainting UNet, or DCGD's 12-channel one (convert with --dcgd12)",
+    )
+    g.add_argument("--objects", type=Path, help="object vocabulary file (default: the shipped COCO+ list)")
+    g.add_argument("--scenes", type=Path, help="scene vocabulary file (default: the shipped Places selection)")
     g = p.add_argument_group("geometry and masks")
     g.add_argument(
         "--size",
@@ -75,4 +100,51 @@ def options(args: argparse.Namespace) -> RemovalOptions:
 
 
 def call_kwargs(args: argparse.Namespace) -> dict:
-    return dict(seed=args.seed, guidance_scale=args.guidance_scale, ip_scale=args.ip_scale)
+    scale = args.guidance_scale if args.dual_weight is None or args.guidance_mode == "clipaway" else args.dual_weight
+    return dict(seed=args.seed, guidance_scale=scale, ip_scale=args.ip_scale)
+
+
+def unet_name(args: argparse.Namespace) -> str:
+    return "unet_dcgd12" if args.unet_variant == "dcgd12" else "unet"
+
+
+def load_pipeline(args: argparse.Namespace, checkpoint=None):
+    """The pipeline, plus a region describer when the guidance mode needs one."""
+    from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline
+    from clipaway_jax.pipelines.guidance import needs_descriptions
+
+    describe = needs_descriptions(args.guidance_mode)
+    extra = ("clip_text", "clip_vision") if describe else ()
+    path = checkpoint or args.checkpoint
+    pipe = CLIPAwayPipeline.from_checkpoint(path, dtype=args.dtype, unet=unet_name(args), extra=extra)
+    return pipe, (describer(pipe.checkpoint, args) if describe else None)
+
+
+def describer(checkpoint, args: argparse.Namespace):
+    from clipaway_jax.pipelines.describe import RegionDescriber, read_vocab
+
+    vocab = lambda path: read_vocab(path) if path else None
+    cache = (
+        os.path.join(os.path.dirname(os.path.expanduser(DEFAULT_CACHE_DIR)), "text_features")
+        if args.cache_dir
+        else None
+    )
+    return RegionDescriber(checkpoint, vocab(args.objects), vocab(args.scenes), cache_dir=cache)
+
+
+def guided_call(pipe, describer, prepared_list, options, args: argparse.Namespace):
+    """Run the pipeline on prepared inputs with the chosen guidance; returns (outputs, descriptions)."""
+    import numpy as np
+
+    from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT
+    from clipaway_jax.pipelines.guidance import branches
+
+    images = np.stack([p.image for p in prepared_list])
+    masks = np.stack([p.mask for p in prepared_list])
+    descriptions = describer.describe(images, masks) if describer is not None else None
+    kwargs = call_kwargs(args)
+    chosen = branches(args.guidance_mode, len(images), descriptions, DEFAULT_NEGATIVE_PROMPT, kwargs.pop("ip_scale"))
+    names = [p.name for p in prepared_list]
+    outputs = pipe.remove(images, masks, names=names, options=options, prompt=chosen.prompts,
+                          negative_prompt=chosen.negatives, ip_scale=chosen.ip_scale, **kwargs)  # fmt: skip
+    return outputs, descriptions

@@ -41,7 +41,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline
     from clipaway_jax.pipelines.images import write_png_atomic
     from clipaway_jax.pipelines.run import (
         check_output,
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.output, args.overwrite, (args.image, args.mask))
     enable_compilation_cache(args.cache_dir)
-    pipe = CLIPAwayPipeline.from_checkpoint(args.checkpoint, dtype=args.dtype)
+    pipe, describer = pipeline_args.load_pipeline(args)
     prepared = prepare(args.image, args.mask, args.size or default_size(pipe), args.keep_aspect)
     for note in prepared.notes:
         print(f"note: {args.mask if 'mask' in note else args.image}: {note}")
@@ -63,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     output = None
     if not prepared.empty:
-        output = pipe.remove(
-            prepared.image[None], prepared.mask[None], names=[prepared.name], options=options, **kwargs
-        )[0]
+        outputs, descriptions = pipeline_args.guided_call(pipe, describer, [prepared], options, args)
+        output = outputs[0]
+        if descriptions:
+            print(f"T_mask (negative): {descriptions[0].t_mask!r}   T_info (positive): {descriptions[0].t_info!r}")
     result = finish(prepared, output)
     write_png_atomic(args.output, result)
     print(f"wrote {args.output} ({time.perf_counter() - start:.1f} s incl. compile)")

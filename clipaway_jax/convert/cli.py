@@ -35,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlp", type=Path, metavar="FILE", help="CLIPAway MLP model.safetensors")
     p.add_argument("--image-encoder", type=Path, metavar="DIR", help="IP-Adapter image_encoder/ (MLP training)")
     p.add_argument("--clip", type=Path, metavar="DIR", help="OpenAI CLIP ViT-L/14 CLIPModel folder (DCGD)")
+    p.add_argument(
+        "--dcgd12",
+        action="store_true",
+        help="also store DCGD's 12-channel UNet (unet_dcgd12), initialized from the inpainting UNet",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint directory to create")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="stored param dtype")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -43,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clipaway_jax.convert.published import Sources, convert
 
-    sources = Sources(args.sd_inpaint, args.ip_adapter, args.alpha_clip, args.mlp, args.image_encoder, args.clip)
+    sources = Sources(
+        args.sd_inpaint, args.ip_adapter, args.alpha_clip, args.mlp, args.image_encoder, args.clip, args.dcgd12
+    )
     start = time.perf_counter()
     manifest = convert(sources, args.out, dtype=args.dtype, force=args.force)
     names = ", ".join(manifest["networks"])

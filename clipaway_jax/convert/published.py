@@ -21,6 +21,7 @@ from clipaway_jax.checkpoint import copy_tokenizer, save_network, sha256, write_
 from clipaway_jax.convert import networks as nets
 from clipaway_jax.convert.readers import Subset, WeightFileError, find_weights, open_weights
 from clipaway_jax.models import CLIPTextConfig, CLIPVisionConfig, MLPConfig, UNetConfig, VAEConfig
+from clipaway_jax.models.dcgd import dcgd12_from_inpaint
 
 
 class InputError(ValueError):
@@ -35,6 +36,7 @@ class Sources:
     mlp: Path | None = None
     image_encoder: Path | None = None
     clip: Path | None = None
+    dcgd12: bool = False  # also store DCGD's 12-channel UNet, initialized from the inpainting UNet
 
 
 @dataclass
@@ -93,7 +95,7 @@ def plan(sources: Sources) -> list[Job]:
 
 def _jobs(sources: Sources) -> Iterator[Job]:
     if sources.sd_inpaint is not None:
-        yield from _sd_jobs(sources.sd_inpaint, sources.ip_adapter)
+        yield from _sd_jobs(sources.sd_inpaint, sources.ip_adapter, sources.dcgd12)
     if sources.ip_adapter is not None:
         yield _image_proj_job(sources.ip_adapter)
     if sources.alpha_clip is not None:
@@ -106,7 +108,7 @@ def _jobs(sources: Sources) -> Iterator[Job]:
         yield from _clip_jobs(sources.clip)
 
 
-def _sd_jobs(root: Path, ip_adapter: Path | None) -> Iterator[Job]:
+def _sd_jobs(root: Path, ip_adapter: Path | None, dcgd12: bool = False) -> Iterator[Job]:
     unet_file = find_weights(root / "unet", "diffusers")
     files = [unet_file] + ([ip_adapter] if ip_adapter else [])
 
@@ -121,6 +123,14 @@ def _sd_jobs(root: Path, ip_adapter: Path | None) -> Iterator[Job]:
         return params, entry
 
     yield Job("unet", files, unet)
+    if dcgd12:
+
+        def unet12(dtype):
+            params, entry = unet(dtype)
+            params, config = dcgd12_from_inpaint(params, UNetConfig.from_dict(entry["config"]))
+            return params, {**entry, "config": config.to_dict(), "initialized_from": "unet (9-channel inpainting)"}
+
+        yield Job("unet_dcgd12", files, unet12)
     vae_file = find_weights(root / "vae", "diffusers")
 
     def vae(dtype):

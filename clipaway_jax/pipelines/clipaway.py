@@ -97,6 +97,25 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions):
     sf, down = vae.config.scaling_factor, vae.config.scale_factor
     timesteps = jnp.asarray(sampler.timesteps)
 
+    def encode(params, pixels, keys):
+        """Scaled VAE latents of pixels in [-1, 1]: posterior sample (per-image keys) or mean."""
+        posterior = vae.apply(params["vae"], pixels, method="encode")
+        if options.posterior == "mode":
+            return posterior.mean * sf
+        eps = _latent_noise(keys, posterior.mean.shape[1:], posterior.mean.dtype)
+        return (posterior.mean + jnp.exp(0.5 * posterior.logvar) * eps) * sf
+
+    def condition_channels(params, images, masks, keys):
+        """What the UNet sees besides x_t: 9-ch mask ⊕ z(x0∘(1-o)); 12-ch (DCGD) z(x0∘o) ⊕ z(x0∘(1-o))."""
+        keep = (masks < 0.5)[..., None]
+        x0 = images * 2 - 1
+        if unet.config.in_channels == 12:
+            object_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+            both = encode(params, jnp.concatenate([x0 * ~keep, x0 * keep]), jnp.concatenate([object_keys, keys]))
+            return jnp.concatenate(jnp.split(both, 2), axis=-1)
+        mask_latents = masks[:, ::down, ::down, None]  # nearest resize to the latent grid, as F.interpolate
+        return jnp.concatenate([mask_latents, encode(params, x0 * keep, keys)], axis=-1)
+
     def run(params, images, masks, text_ids, keys, guidance_scale, ip_scale, diagnostic=(0, False), latents=None):
         # images [B, H, W, 3] in [0, 1]; masks [B, H, W]; text_ids [B, 2, 77] (negative, positive)
         # diagnostic: (token source index, inpaint the whole image) for --show-embeddings
@@ -115,15 +134,8 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions):
 
         noise_keys, vae_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         masks = jnp.where(inpaint_full, jnp.ones_like(masks), masks)
-        masked = (images * 2 - 1) * (masks < 0.5)[..., None]
-        posterior = vae.apply(params["vae"], masked, method="encode")
-        if options.posterior == "sample":
-            eps = _latent_noise(vae_keys, posterior.mean.shape[1:], posterior.mean.dtype)
-            masked_latents = (posterior.mean + jnp.exp(0.5 * posterior.logvar) * eps) * sf
-        else:
-            masked_latents = posterior.mean * sf
-        mask_latents = masks[:, ::down, ::down, None]  # nearest resize to the latent grid, as F.interpolate
-        extra = jnp.concatenate([jnp.concatenate([mask_latents, masked_latents], -1)] * 2)
+        extra = condition_channels(params, images, masks, vae_keys)
+        extra = jnp.concatenate([extra, extra])
 
         if latents is None:
             latents = _latent_noise(noise_keys, (h // down, w // down, unet.config.out_channels), jnp.float32)
@@ -150,19 +162,28 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions):
 class CLIPAwayPipeline:
     """`pipe = CLIPAwayPipeline.from_checkpoint(path)`; `pipe.remove(images, masks, seed=0)`."""
 
-    def __init__(self, checkpoint: Checkpoint, dtype=jnp.float32):
+    def __init__(self, checkpoint: Checkpoint, dtype=jnp.float32, unet: str = "unet"):
+        if unet not in checkpoint.params:
+            raise ValueError(f"{checkpoint.path}: no UNet {unet!r}; it has {sorted(checkpoint.params)}")
+        names = [unet if name == "unet" else name for name in INFERENCE_NETWORKS]
         self.checkpoint = checkpoint
-        self.nets = Networks(*(checkpoint.module(name, dtype) for name in INFERENCE_NETWORKS))
-        self.params = {name: {"params": checkpoint.params[name]} for name in INFERENCE_NETWORKS}
+        self.nets = Networks(*(checkpoint.module(name, dtype) for name in names))
+        self.params = {name: {"params": checkpoint.params[source]} for name, source in zip(INFERENCE_NETWORKS, names)}
+        if self.nets.unet.config.in_channels not in (9, 12):
+            raise ValueError(f"{unet}: an inpainting UNet takes 9 or 12 (DCGD) channels, not "
+                             f"{self.nets.unet.config.in_channels}")  # fmt: skip
         self.scheduler_config = checkpoint.manifest.get("scheduler", {})
         self._tokenizer = None
         self._programs: dict[RemovalOptions, Any] = {}
 
     @classmethod
-    def from_checkpoint(cls, path, dtype=None, mesh=None) -> CLIPAwayPipeline:
+    def from_checkpoint(cls, path, dtype=None, mesh=None, unet: str = "unet", extra=()) -> CLIPAwayPipeline:
+        """`unet`: the UNet network to use ("unet", or "unet_dcgd12"); `extra`: more networks to load
+        (e.g. "clip_text" for region descriptions)."""
         compute = jnp.dtype(dtype) if dtype is not None else jnp.float32
-        checkpoint = load_checkpoint(path, mesh=mesh, dtype=dtype, networks=list(INFERENCE_NETWORKS))
-        return cls(checkpoint, compute)
+        names = [unet if name == "unet" else name for name in INFERENCE_NETWORKS] + list(extra)
+        checkpoint = load_checkpoint(path, mesh=mesh, dtype=dtype, networks=names)
+        return cls(checkpoint, compute, unet)
 
     @property
     def tokenizer(self):
@@ -194,8 +215,8 @@ class CLIPAwayPipeline:
         names: Sequence[str | int] | None = None,
         guidance_scale: float = 7.5,
         ip_scale: float = 1.0,
-        prompt: str = "",
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        prompt: str | Sequence[str] = "",
+        negative_prompt: str | Sequence[str] = DEFAULT_NEGATIVE_PROMPT,
         latents: np.ndarray | None = None,
         options: RemovalOptions | None = None,
         token_source: str = "projected",
@@ -210,7 +231,8 @@ class CLIPAwayPipeline:
             )
         b = images.shape[0]
         names = list(range(b)) if names is None else list(names)
-        ids = self.text_ids([prompt] * b, [negative_prompt] * b)
+        per_image = lambda text: [text] * b if isinstance(text, str) else list(text)
+        ids = self.text_ids(per_image(prompt), per_image(negative_prompt))
         run = self.program(options or RemovalOptions())
         diagnostic = (jnp.int32(TOKEN_SOURCES.index(token_source)), jnp.bool_(inpaint_full))
         scalars = (jnp.float32(guidance_scale), jnp.float32(ip_scale), diagnostic)
