@@ -108,7 +108,7 @@ def unet_name(args: argparse.Namespace) -> str:
     return "unet_dcgd12" if args.unet_variant == "dcgd12" else "unet"
 
 
-def load_pipeline(args: argparse.Namespace, checkpoint=None):
+def load_pipeline(args: argparse.Namespace, checkpoint=None, mesh=None, rules=None):
     """The pipeline, plus a region describer when the guidance mode needs one."""
     from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline
     from clipaway_jax.pipelines.guidance import needs_descriptions
@@ -116,7 +116,7 @@ def load_pipeline(args: argparse.Namespace, checkpoint=None):
     describe = needs_descriptions(args.guidance_mode)
     extra = ("clip_text", "clip_vision") if describe else ()
     path = checkpoint or args.checkpoint
-    pipe = CLIPAwayPipeline.from_checkpoint(path, dtype=args.dtype, unet=unet_name(args), extra=extra)
+    pipe = CLIPAwayPipeline.from_checkpoint(path, args.dtype, mesh, unet_name(args), extra, rules)
     return pipe, (describer(pipe.checkpoint, args) if describe else None)
 
 

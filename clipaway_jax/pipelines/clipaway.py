@@ -91,8 +91,14 @@ def _latent_noise(keys, shape, dtype):
     return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
 
 
-def removal_program(nets: Networks, sampler, options: RemovalOptions):
-    """The pure function that `jax.jit` compiles: (params, batch, scalars) -> pixels in [0, 1]."""
+def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_sharding=None):
+    """The pure function that `jax.jit` compiles: (params, batch, scalars) -> pixels in [0, 1].
+
+    `batch_sharding(ndim)` -> a sharding for batch-major arrays: the latents carried through the
+    sampling loop are constrained to it, so the batch stays split across devices at every step."""
+    constrain = (
+        (lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(x.ndim))) if batch_sharding else (lambda x: x)
+    )
     unet, vae = nets.unet, nets.vae
     sf, down = vae.config.scaling_factor, vae.config.scale_factor
     timesteps = jnp.asarray(sampler.timesteps)
@@ -126,27 +132,28 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions):
         source, inpaint_full = diagnostic
         cond_tokens, uncond_tokens = image_tokens(nets, params, images, masks, options, source)
 
+        # The UNet batch interleaves the branches per image, [img0 neg, img0 pos, img1 neg, ...], so a
+        # batch split over devices keeps both branches of an image on its device (no resharding).
         ids = text_ids.reshape(2 * b, text_ids.shape[-1])
         context = nets.text_encoder.apply(params["text_encoder"], ids).last_hidden_state
-        context = context.reshape(b, 2, *context.shape[1:])
-        context = jnp.concatenate([context[:, 0], context[:, 1]])  # [neg x B; pos x B]
-        tokens = jnp.concatenate([uncond_tokens, cond_tokens])
+        tokens = jnp.stack([uncond_tokens, cond_tokens], axis=1).reshape(2 * b, *cond_tokens.shape[1:])
 
         noise_keys, vae_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         masks = jnp.where(inpaint_full, jnp.ones_like(masks), masks)
-        extra = condition_channels(params, images, masks, vae_keys)
-        extra = jnp.concatenate([extra, extra])
+        extra = jnp.repeat(condition_channels(params, images, masks, vae_keys), 2, axis=0)
 
         if latents is None:
             latents = _latent_noise(noise_keys, (h // down, w // down, unet.config.out_channels), jnp.float32)
-        x = latents * sampler.init_noise_sigma
+        x = constrain(latents * sampler.init_noise_sigma)
 
         def step(carry, t):
             state, x = carry
-            model_in = sampler.scale_model_input(state, jnp.concatenate([x, x]))
+            model_in = sampler.scale_model_input(state, jnp.repeat(x, 2, axis=0))
             eps = unet.apply(params["unet"], jnp.concatenate([model_in, extra], -1), t, context, tokens, ip_scale)
-            eps_neg, eps_pos = jnp.split(eps.astype(jnp.float32), 2)
-            return sampler.step(state, eps_neg + guidance_scale * (eps_pos - eps_neg), x), None
+            eps = eps.astype(jnp.float32).reshape(b, 2, *eps.shape[1:])
+            eps_neg, eps_pos = eps[:, 0], eps[:, 1]
+            state, x = sampler.step(state, eps_neg + guidance_scale * (eps_pos - eps_neg), x)
+            return (state, constrain(x)), None
 
         (_, x), _ = jax.lax.scan(step, (sampler.init_state(x), x), timesteps)
         pixels = vae.apply(params["vae"], x / sf, method="decode").astype(jnp.float32)
@@ -162,11 +169,11 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions):
 class CLIPAwayPipeline:
     """`pipe = CLIPAwayPipeline.from_checkpoint(path)`; `pipe.remove(images, masks, seed=0)`."""
 
-    def __init__(self, checkpoint: Checkpoint, dtype=jnp.float32, unet: str = "unet"):
+    def __init__(self, checkpoint: Checkpoint, dtype=jnp.float32, unet: str = "unet", mesh=None):
         if unet not in checkpoint.params:
             raise ValueError(f"{checkpoint.path}: no UNet {unet!r}; it has {sorted(checkpoint.params)}")
         names = [unet if name == "unet" else name for name in INFERENCE_NETWORKS]
-        self.checkpoint = checkpoint
+        self.checkpoint, self.mesh = checkpoint, mesh
         self.nets = Networks(*(checkpoint.module(name, dtype) for name in names))
         self.params = {name: {"params": checkpoint.params[source]} for name, source in zip(INFERENCE_NETWORKS, names)}
         if self.nets.unet.config.in_channels not in (9, 12):
@@ -177,13 +184,16 @@ class CLIPAwayPipeline:
         self._programs: dict[RemovalOptions, Any] = {}
 
     @classmethod
-    def from_checkpoint(cls, path, dtype=None, mesh=None, unet: str = "unet", extra=()) -> CLIPAwayPipeline:
+    def from_checkpoint(cls, path, dtype=None, mesh=None, unet: str = "unet", extra=(), rules=None) -> CLIPAwayPipeline:
         """`unet`: the UNet network to use ("unet", or "unet_dcgd12"); `extra`: more networks to load
-        (e.g. "clip_text" for region descriptions)."""
+        (e.g. "clip_text" for region descriptions); `mesh`: restore params sharded by `rules`
+        (replicated by default) and keep the batch split over the mesh inside the program."""
+        from clipaway_jax.sharding import REPLICATED
+
         compute = jnp.dtype(dtype) if dtype is not None else jnp.float32
         names = [unet if name == "unet" else name for name in INFERENCE_NETWORKS] + list(extra)
-        checkpoint = load_checkpoint(path, mesh=mesh, dtype=dtype, networks=names)
-        return cls(checkpoint, compute, unet)
+        checkpoint = load_checkpoint(path, mesh=mesh, dtype=dtype, networks=names, rules=rules or REPLICATED)
+        return cls(checkpoint, compute, unet, mesh)
 
     @property
     def tokenizer(self):
@@ -202,8 +212,11 @@ class CLIPAwayPipeline:
     def program(self, options: RemovalOptions):
         """The jit-compiled removal function for these options (compiled once per input shape)."""
         if options not in self._programs:
+            from clipaway_jax.sharding import batch_sharding
+
             sampler = make_sampler(options.scheduler, self.scheduler_config, options.steps)
-            self._programs[options] = jax.jit(removal_program(self.nets, sampler, options))
+            split = (lambda ndim: batch_sharding(self.mesh, ndim)) if self.mesh is not None else None
+            self._programs[options] = jax.jit(removal_program(self.nets, sampler, options, split))
         return self._programs[options]
 
     def remove(

@@ -1,0 +1,1 @@
+"""Batch inference entry point: `python -m infer --help` (the same as `clipaway-jax infer`)."""
