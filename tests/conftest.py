@@ -1,9 +1,22 @@
-"""Session-wide fixtures: the tiny published files and their converted checkpoint, built once."""
+"""Session-wide fixtures: the tiny published files and their converted checkpoint, built once; and one
+persistent XLA compilation cache for the whole run (subprocesses inherit it through the environment),
+so the many tests that compile the same tiny programs compile them once."""
 
+import os
+import tempfile
+
+import jax
 import pytest
 from fixtures import write_published
 
 from clipaway_jax.convert.published import Sources, convert
+
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="clipaway-jax-test-xla-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture(scope="session")

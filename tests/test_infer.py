@@ -188,15 +188,20 @@ def test_bad_inputs_are_reported_and_the_rest_finishes(folders, tiny_checkpoint,
     assert "failed img00" in err and (images / "img00.png").read_bytes() == b"\x89PNG broken"
 
 
-def test_list_file_inputs(folders, tiny_checkpoint, tmp_path):
+def test_list_files_pair_rows_and_name_outputs(folders, tmp_path):
+    from clipaway_jax.batch.sources import from_list
+
+    images, masks = folders / "images", folders / "masks"
     csv = tmp_path / "pairs.csv"
-    csv.write_text("image,mask,output\n" + "".join(
-        f"{folders}/images/img{i:02d}.png,{folders}/masks/img{i:02d}.png,custom{i}\n" for i in range(3)))  # fmt: skip
-    jsonl = tmp_path / "pairs.jsonl"
-    rows = [{"image": f"{folders}/images/img{i:02d}.png", "mask": f"{folders}/masks/img{i:02d}.png"} for i in range(2)]
+    rows = "".join(f"{images}/img{i:02d}.png,{masks}/img{i:02d}.png,custom{i}\n" for i in range(3))
+    csv.write_text("image,mask,output\n" + rows + "only_an_image.png\n")
+    listing = from_list(csv)
+    assert [item.name for item in listing.items] == ["custom0", "custom1", "custom2"]
+    assert listing.problems == [(f"{csv}:5", "needs an image and a mask")]
+    image, mask = listing.items[1].load()
+    assert image.shape == (64, 64, 3) and mask.shape == (64, 64)
+
+    rows = [{"image": f"images/img{i:02d}.png", "mask": f"masks/img{i:02d}.png"} for i in range(2)]
+    jsonl = folders / "pairs.jsonl"  # relative paths resolve against the list file
     jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    for listing, expected in ((csv, ["custom0", "custom1", "custom2"]), (jsonl, ["img00", "img01"])):
-        out = tmp_path / listing.suffix.lstrip(".")
-        assert cli_main(["infer", "--list", str(listing), "--out", str(out), "--checkpoint", str(tiny_checkpoint),
-                         *ARGS]) == 0  # fmt: skip
-        assert sorted(p.stem for p in out.glob("*.png")) == expected
+    assert [item.name for item in from_list(jsonl).items] == ["img00", "img01"]

@@ -1,0 +1,88 @@
+"""UNet forward, JAX vs diffusers/torch, same config, random weights and inputs, one process, alternating.
+
+    python bench/unet.py                 # full SD-1.5 inpainting config, batch 2, 64x64 latents, 77 tokens
+    python bench/unet.py --config tiny   # the tiny test config (quick check of the script)
+
+Prints the median steady-state time of each, the ratio JAX/torch, achieved GFLOP/s (FLOPs counted once
+with XLA's cost analysis) and the fraction of the fp32 GEMM peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+
+def gemm_peak(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a large fp32 matmul, the best of JAX and torch."""
+    a = np.random.rand(n, n).astype(np.float32)
+    mm = jax.jit(lambda x: x @ x)
+    x = jnp.asarray(a)
+    mm(x).block_until_ready()
+    jax_best = min(_time(lambda: mm(x).block_until_ready()) for _ in range(repeats))
+    t = torch.from_numpy(a)
+    torch_best = min(_time(lambda: t @ t) for _ in range(repeats))
+    return 2 * n**3 / min(jax_best, torch_best) / 1e9
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=("full", "tiny"), default="full")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "both"), default="both")
+    args = parser.parse_args()
+
+    from diffusers import UNet2DConditionModel as TorchUNet
+
+    from clipaway_jax.convert.networks import convert_unet
+    from clipaway_jax.models import UNet2DConditionModel, UNetConfig
+    from clipaway_jax.tiny import TINY_UNET
+
+    config = UNetConfig() if args.config == "full" else UNetConfig.from_dict(TINY_UNET)
+    size, cross = config.sample_size, config.cross_attention_dim
+    torch.manual_seed(0)
+    reference = TorchUNet(**config.to_dict()).eval()
+    params = convert_unet({k: v.numpy() for k, v in reference.state_dict().items()}, config)
+    rng = np.random.RandomState(0)
+    sample = rng.randn(2, size, size, config.in_channels).astype(np.float32)
+    context = rng.randn(2, 77, cross).astype(np.float32)
+    t = np.array([500, 500])
+    peak = gemm_peak()
+    print(f"devices {jax.devices()}, torch threads {torch.get_num_threads()}, fp32 GEMM peak {peak:.0f} GFLOP/s")
+
+    for dtype in (["float32", "bfloat16"] if args.dtype == "both" else [args.dtype]):
+        jdt, tdt = (jnp.float32, torch.float32) if dtype == "float32" else (jnp.bfloat16, torch.bfloat16)
+        model = UNet2DConditionModel(config, dtype=jdt)
+        p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jdt), {"params": params})
+        forward = jax.jit(model.apply)
+        lowered = forward.lower(p, sample, t, context)
+        compiled = lowered.compile()
+        flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+        compiled(p, sample, t, context).block_until_ready()
+        ref = reference.to(tdt)
+        ts, tc, tt = torch.from_numpy(sample.transpose(0, 3, 1, 2)).to(tdt), torch.from_numpy(context).to(tdt), torch.from_numpy(t)
+        with torch.no_grad():
+            ref(ts, tt, tc)
+            jax_times, torch_times = [], []
+            for _ in range(args.runs):  # alternate, so both see the same machine state
+                jax_times.append(_time(lambda: compiled(p, sample, t, context).block_until_ready()))
+                torch_times.append(_time(lambda: ref(ts, tt, tc)))
+        j, r = statistics.median(jax_times), statistics.median(torch_times)
+        print(f"{dtype:9s} jax {j:7.3f} s  torch {r:7.3f} s  jax/torch {j / r:5.2f}  "
+              f"jax {flops / j / 1e9:6.1f} GFLOP/s ({flops / j / 1e9 / peak:5.1%} of peak), {flops / 1e12:.2f} TFLOP")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

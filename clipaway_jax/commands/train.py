@@ -1,0 +1,286 @@
+"""`clipaway-jax train {mlp,unet}` (also `python -m train`): CLIPAway's MLP and DCGD's UNet fine-tune."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import textwrap
+import time
+from pathlib import Path
+
+DESCRIPTION = textwrap.dedent(
+    """\
+    Trains CLIPAway's MLP (AlphaCLIP(image, alpha=1) -> IP-Adapter ViT-H image_embeds, MSE; Adam 1e-5,
+    weight decay 1e-4, batch 8 as published) or fine-tunes the inpainting UNet with DCGD's noise MSE
+    (9 channels, or 12 with --unet-variant dcgd12; Adam 1e-4, batch 64 in the paper). Resumes from
+    WORKDIR automatically (params, optimizer, step, data position).
+
+    examples:
+      clipaway-jax train mlp --checkpoint checkpoints/clipaway --images coco/train2017 --workdir runs/mlp \\
+          --cache-embeddings --steps 296000 --export checkpoints/clipaway-retrained
+      clipaway-jax train unet --checkpoint checkpoints/clipaway --unet-variant dcgd12 --images places/train \\
+          --workdir runs/dcgd --batch 64 --lr 1e-4 --fsdp 8
+    """
+)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train the CLIPAway MLP or fine-tune the UNet (DCGD)", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("task", choices=("mlp", "unet"))
+    p.add_argument("--checkpoint", type=Path, required=True, help="converted checkpoint with the frozen networks")
+    p.add_argument("--workdir", type=Path, required=True, help="checkpoints, metrics.jsonl, tensorboard/")
+    src = p.add_argument_group("data (one of)")
+    src.add_argument("--images", type=Path, help="an image folder; written once as an array_record tfds dataset")
+    src.add_argument("--tfds", metavar="NAME:SPLIT", help="an existing tfds dataset with an 'image' bytes feature")
+    src.add_argument("--data-dir", type=Path, help="tfds data_dir (default WORKDIR/data)")
+    src.add_argument(
+        "--cache-embeddings", action="store_true", help="mlp: encode the frozen towers once, then train on vectors"
+    )
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--steps", type=int, default=1000)
+    opt.add_argument("--batch", type=int, default=None, help="global batch (mlp 8, unet 64)")
+    opt.add_argument("--lr", type=float, default=None, help="learning rate (mlp 1e-5, unet 1e-4)")
+    opt.add_argument("--weight-decay", type=float, default=None, help="(mlp 1e-4, unet 0)")
+    opt.add_argument("--optimizer", choices=("adam", "adamw"), default="adam")
+    opt.add_argument("--schedule", choices=("constant", "warmup_cosine"), default="constant")
+    opt.add_argument("--warmup-steps", type=int, default=0)
+    opt.add_argument("--clip-grad-norm", type=float, default=0.0)
+    opt.add_argument("--seed", type=int, default=0)
+    run = p.add_argument_group("running")
+    run.add_argument("--save-every", type=int, default=1000)
+    run.add_argument("--keep", type=int, default=3, help="checkpoints kept (plus the best by validation loss)")
+    run.add_argument("--eval-every", type=int, default=1000)
+    run.add_argument("--log-every", type=int, default=50)
+    run.add_argument("--val-fraction", type=float, default=0.0, help="hold out this fraction for validation loss")
+    run.add_argument("--fsdp", type=int, default=1, help="shard params and optimizer state over this many devices")
+    run.add_argument("--export", type=Path, help="write a checkpoint for remove/infer with the trained network")
+    run.add_argument("--coordinator", help="jax.distributed coordinator host:port")
+    run.add_argument("--num-processes", type=int)
+    run.add_argument("--process-id", type=int)
+    unet = p.add_argument_group("unet")
+    unet.add_argument("--unet-variant", choices=("inpaint", "dcgd12"), default="inpaint")
+    unet.add_argument("--size", type=int, default=512, help="training resolution (multiple of 64)")
+    unet.add_argument("--prompt", default="", help="conditioning text (e.g. a T_info description)")
+    unet.add_argument("--mask-area", type=float, nargs=2, default=(0.01, 0.4), metavar=("MIN", "MAX"))
+    p.add_argument("--debug-step-sleep", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.set_defaults(run=main)
+
+
+DEFAULTS = {"mlp": dict(batch=8, lr=1e-5, weight_decay=1e-4), "unet": dict(batch=64, lr=1e-4, weight_decay=0.0)}
+
+
+def train_config(args):
+    from clipaway_jax.training.trainer import TrainConfig
+
+    d = DEFAULTS[args.task]
+    pick = lambda value, key: d[key] if value is None else value
+    return TrainConfig(
+        steps=args.steps, global_batch=pick(args.batch, "batch"), learning_rate=pick(args.lr, "lr"),
+        weight_decay=pick(args.weight_decay, "weight_decay"), optimizer=args.optimizer, schedule=args.schedule,
+        warmup_steps=args.warmup_steps, clip_grad_norm=args.clip_grad_norm, seed=args.seed,
+        save_every=args.save_every, keep=args.keep, eval_every=args.eval_every, log_every=args.log_every,
+    )  # fmt: skip
+
+
+def first_process_then_all(work):
+    """Run `work` on process 0, then (after a barrier) on the others: shared-disk preparation, once."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        result = work()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("clipaway-jax training data prepared")
+    return result if jax.process_index() == 0 else work()
+
+
+def data_source(args):
+    import tensorflow_datasets as tfds
+
+    from clipaway_jax.training.data import build_folder_dataset
+
+    data_dir = args.data_dir or args.workdir / "data"
+    if args.images:
+        return first_process_then_all(lambda: build_folder_dataset(args.images, data_dir))
+    if args.tfds:
+        name, _, split = args.tfds.partition(":")
+        return tfds.data_source(name, split=split or "train", data_dir=str(data_dir))
+    raise ValueError("give --images DIR or --tfds NAME:SPLIT")
+
+
+def main(args) -> int:
+    from clipaway_jax.commands.infer import init_distributed
+
+    init_distributed(args)
+    import jax
+
+    from clipaway_jax.sharding import FSDP_RULES, REPLICATED, make_mesh
+
+    cfg = train_config(args)
+    mesh = make_mesh(fsdp=args.fsdp)
+    rules = FSDP_RULES if args.fsdp > 1 else REPLICATED
+    task = _mlp_task if args.task == "mlp" else _unet_task
+    network, entry, loss_fn, params, frozen, load, size = task(args, cfg, mesh)
+    _train(args, cfg, mesh, rules, entry, loss_fn, params, frozen, load, size, network)
+    if jax.process_index() == 0:
+        print(f"trained {network} for {cfg.steps} steps; logs in {args.workdir}")
+    return 0
+
+
+def _mlp_task(args, cfg, mesh):
+    import numpy as np
+
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.models import CLIPAwayMLP
+    from clipaway_jax.training import tasks
+
+    # frozen towers stay host-local (replicated as plain arrays), so process 0 alone can cache embeddings
+    ckpt = load_checkpoint(args.checkpoint, networks=["alpha_clip", "image_encoder"])
+    mlp_config = _mlp_config(ckpt)
+    module = CLIPAwayMLP(mlp_config)
+    entry = {"class": "CLIPAwayMLP", "config": mlp_config.to_dict()}
+    params = module.init(jax_key(cfg.seed), np.zeros((1, mlp_config.alpha_clip_embed_dim), np.float32))["params"]
+    frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("alpha_clip", "image_encoder")})
+    alpha_clip, encoder = ckpt.module("alpha_clip"), ckpt.module("image_encoder")
+    source = data_source(args)
+    if args.cache_embeddings:
+        folder = args.workdir / "embeddings"
+
+        def cache():
+            if not (folder / "manifest.json").is_file():
+                start = time.perf_counter()
+                tasks.cache_embeddings(source, alpha_clip, encoder, frozen, folder, image_size=512)
+                print(f"cached embeddings of {len(source)} images in {time.perf_counter() - start:.1f} s")
+            return tasks.load_cached_embeddings(folder)
+
+        arrays = first_process_then_all(cache)
+        load = lambda idx: {k: np.asarray(v[idx]) for k, v in arrays.items()}
+        return "mlp", entry, tasks.mlp_loss(module), params, None, load, len(arrays["alpha_embeds"])
+    from clipaway_jax.training.data import decode_image
+
+    load = lambda idx: {"images": np.stack([decode_image(source[int(i)]["image"], 512) for i in idx])}
+    return "mlp", entry, tasks.mlp_loss_from_images(module, alpha_clip, encoder), params, frozen, load, len(source)
+
+
+def _mlp_config(ckpt):
+    from clipaway_jax.models import MLPConfig
+
+    alpha = ckpt.module("alpha_clip").config.projection_dim
+    target = ckpt.module("image_encoder").config.projection_dim
+    return MLPConfig(alpha_clip_embed_dim=alpha, ip_adapter_embed_dim=target)
+
+
+def jax_key(seed: int):
+    import jax
+
+    return jax.random.key(seed)
+
+
+def _unet_task(args, cfg, mesh):
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.models.dcgd import dcgd12_from_inpaint
+    from clipaway_jax.tokenizer import load_tokenizer, tokenize
+    from clipaway_jax.training import tasks
+
+    ckpt = load_checkpoint(args.checkpoint, networks=["unet", "vae", "text_encoder"])
+    unet = ckpt.module("unet")
+    params = ckpt.params["unet"]
+    entry = dict(ckpt.manifest["networks"]["unet"])
+    if args.unet_variant == "dcgd12":
+        params, config = dcgd12_from_inpaint(jax_tree_numpy(params), unet.config)
+        unet = unet.__class__(config)
+        entry["config"] = config.to_dict()
+    frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("vae", "text_encoder")})
+    ids = tokenize(load_tokenizer(ckpt.tokenizer_path), [args.prompt])[0]
+    source = data_source(args)
+    load = tasks.unet_batch_loader(source, args.size, ids, args.seed, tuple(args.mask_area))
+    loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}))
+    name = "unet_dcgd12" if args.unet_variant == "dcgd12" else "unet"
+    return name, entry, loss, params, frozen, load, len(source)
+
+
+def jax_tree_numpy(tree):
+    import jax
+    import numpy as np
+
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _train(args, cfg, mesh, rules, entry, loss_fn, params, frozen, load, size, network):
+    import jax
+    import numpy as np
+
+    from clipaway_jax.checkpoint import build_module
+    from clipaway_jax.models import abstract_params
+    from clipaway_jax.training.data import BatchIterator
+    from clipaway_jax.training.trainer import Checkpoints, Trainer
+
+    holdout = int(size * args.val_fraction)
+    train_indices = np.arange(holdout, size)
+    iterator = BatchIterator(len(train_indices), cfg.global_batch, lambda idx: load(train_indices[idx]), cfg.seed,
+                             jax.process_index(), jax.process_count())  # fmt: skip
+    module, inputs = build_module(entry)
+    abstract = abstract_params(module, *inputs)
+    trainer = Trainer(cfg, loss_fn, abstract, params, args.workdir, mesh, rules, frozen)
+    checkpoints = Checkpoints(args.workdir, cfg)
+    as_target = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+    restored = checkpoints.restore_latest(jax.tree_util.tree_map(as_target, trainer.state, trainer.state_sharding))
+    if restored is not None:
+        trainer.state, iterator.state = restored
+        trainer.log.write({"event": "resumed", "step": int(trainer.state.step)})
+    from tqdm import tqdm
+
+    start_step = int(trainer.state.step)
+    bar = tqdm(total=cfg.steps, initial=start_step, unit="step", disable=jax.process_index() != 0)
+    t0, examples = time.perf_counter(), 0
+    while int(trainer.state.step) < cfg.steps:
+        metrics = trainer.train_step(next(iterator))
+        step = metrics["step"]
+        examples += cfg.global_batch
+        if args.debug_step_sleep:
+            time.sleep(args.debug_step_sleep)
+        val = _validation(trainer, load, holdout, cfg) if holdout and step % cfg.eval_every == 0 else None
+        elapsed = time.perf_counter() - t0
+        record = {**metrics, "lr": trainer.lr(step), "steps_per_s": (step - start_step) / elapsed,
+                  "examples_per_s": examples / elapsed, **({"val_loss": val} if val is not None else {})}  # fmt: skip
+        if step % cfg.log_every == 0 or step == cfg.steps or val is not None:
+            trainer.log.write(record)
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            checkpoints.save(step, trainer.state, iterator.state, val)
+        bar.update(1)
+    bar.close()
+    checkpoints.close()
+    if args.export:
+        export(args.checkpoint, args.export, network, jax.device_get(trainer.state.params), entry)
+
+
+def _validation(trainer, load, holdout, cfg):
+    import jax
+    import numpy as np
+
+    batch = trainer.global_batch(load(np.arange(min(holdout, cfg.global_batch))))
+    loss = jax.jit(trainer.loss_fn)(trainer.state.params, trainer.frozen, batch, jax.random.key(0))
+    return float(loss)
+
+
+def export(base: Path, out: Path, network: str, params, entry: dict) -> None:
+    """A copy of the base checkpoint with `network` replaced by the trained params (same format as convert)."""
+    import jax
+
+    from clipaway_jax.checkpoint import read_manifest, save_network, write_manifest
+
+    if jax.process_index() != 0:
+        return
+    manifest = read_manifest(base)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp, ignore=shutil.ignore_patterns(network))
+    shutil.rmtree(tmp / "params" / network, ignore_errors=True)
+    save_network(tmp, network, params)
+    manifest["networks"][network] = {**entry, "trained": True}
+    write_manifest(tmp, {k: v for k, v in manifest.items() if k not in ("format", "package_version")})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    print(f"exported {network} into {out}")

@@ -1,0 +1,119 @@
+"""The two trainings: CLIPAway's MLP (AlphaCLIP(image, alpha = 1) -> ViT-H image_embeds, MSE) and
+DCGD's inpainting-UNet fine-tune (9 or 12 input channels, random masks, noise MSE)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clipaway_jax.preprocess import alpha_clip_inputs
+from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
+from clipaway_jax.training.data import decode_image, random_mask
+
+# --- the MLP --------------------------------------------------------------------------------------
+
+
+def mlp_loss(mlp):
+    def loss(params, frozen, batch, rng):
+        prediction = mlp.apply({"params": params}, batch["alpha_embeds"])
+        return jnp.mean((prediction - batch["target_embeds"]) ** 2)
+
+    return loss
+
+
+def frozen_embeddings(alpha_clip, image_encoder, frozen, images):
+    """AlphaCLIP with an all-ones alpha, and the ViT-H `image_embeds`, of images [B, S, S, 3] in [0, 1]."""
+    ones = jnp.ones(images.shape[:3])
+    pixels, alpha = alpha_clip_inputs(images, ones, alpha_clip.config.image_size)
+    alpha_embeds = alpha_clip.apply(frozen["alpha_clip"], pixels, alpha).image_embeds
+    vit_pixels, _ = alpha_clip_inputs(images, ones, image_encoder.config.image_size, pixels_too=True)
+    target = image_encoder.apply(frozen["image_encoder"], vit_pixels).image_embeds
+    return jax.lax.stop_gradient(alpha_embeds), jax.lax.stop_gradient(target)
+
+
+def mlp_loss_from_images(mlp, alpha_clip, image_encoder):
+    """Recomputes the frozen encoders every step (what --cache-embeddings avoids)."""
+
+    def loss(params, frozen, batch, rng):
+        alpha_embeds, target = frozen_embeddings(alpha_clip, image_encoder, frozen, batch["images"])
+        prediction = mlp.apply({"params": params}, alpha_embeds)
+        return jnp.mean((prediction - target) ** 2)
+
+    return loss
+
+
+def cache_embeddings(source, alpha_clip, image_encoder, frozen, out: Path, image_size: int, batch: int = 16) -> Path:
+    """Encode every image once (jit, batched) and store float32 .npy arrays plus a manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    encode = jax.jit(lambda f, x: frozen_embeddings(alpha_clip, image_encoder, f, x))
+    alpha, target = [], []
+    for start in range(0, len(source), batch):
+        images = np.stack(
+            [decode_image(source[i]["image"], image_size) for i in range(start, min(len(source), start + batch))]
+        )
+        a, t = encode(frozen, images)
+        alpha.append(np.asarray(a))
+        target.append(np.asarray(t))
+    np.save(out / "alpha_embeds.npy", np.concatenate(alpha))
+    np.save(out / "target_embeds.npy", np.concatenate(target))
+    manifest = {"count": len(source), "image_size": image_size, "files": ["alpha_embeds.npy", "target_embeds.npy"]}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def load_cached_embeddings(folder: Path) -> dict[str, np.ndarray]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    arrays = {name.removesuffix(".npy"): np.load(folder / name, mmap_mode="r") for name in manifest["files"]}
+    return arrays
+
+
+# --- the DCGD UNet fine-tune ----------------------------------------------------------------------
+
+
+def unet_loss(unet, vae, text_encoder, scheduler_config: dict):
+    """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet, conditioned on per-example text."""
+    cfg = SchedulerConfig.from_dict(scheduler_config, {})
+    alphas = jnp.asarray(alphas_cumprod(cfg), jnp.float32)
+    sf = vae.config.scaling_factor
+    down = vae.config.scale_factor
+
+    def encode(frozen, pixels, key):
+        posterior = vae.apply(frozen["vae"], pixels, method="encode")
+        return jax.lax.stop_gradient(posterior.sample(key) * sf)
+
+    def loss(params, frozen, batch, rng):
+        images, masks = batch["images"] * 2 - 1, batch["masks"][..., None]
+        k_vae, k_obj, k_t, k_noise = jax.random.split(rng, 4)
+        background = encode(frozen, images * (masks < 0.5), k_vae)
+        latents = encode(frozen, images, k_obj)
+        if unet.config.in_channels == 12:
+            condition = jnp.concatenate([encode(frozen, images * (masks >= 0.5), k_obj), background], -1)
+        else:
+            condition = jnp.concatenate([masks[:, ::down, ::down], background], -1)
+        b = images.shape[0]
+        t = jax.random.randint(k_t, (b,), 0, cfg.num_train_timesteps)
+        noise = jax.random.normal(k_noise, latents.shape)
+        a = alphas[t][:, None, None, None]
+        noisy = jnp.sqrt(a) * latents + jnp.sqrt(1 - a) * noise
+        target = noise if cfg.prediction_type == "epsilon" else jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * latents
+        context = jax.lax.stop_gradient(text_encoder.apply(frozen["text_encoder"], batch["text_ids"]).last_hidden_state)
+        prediction = unet.apply({"params": params}, jnp.concatenate([noisy, condition], -1), t, context)
+        return jnp.mean((prediction.astype(jnp.float32) - target) ** 2)
+
+    return loss
+
+
+def unet_batch_loader(source, image_size: int, text_ids: np.ndarray, seed: int, area=(0.01, 0.4)):
+    """Per-example image, a seeded random mask (by example index), and the prompt's token ids."""
+
+    def load(indices: np.ndarray) -> dict:
+        images = np.stack([decode_image(source[int(i)]["image"], image_size) for i in indices])
+        masks = np.stack([random_mask(np.random.default_rng([seed, int(i)]), image_size, area) for i in indices])
+        ids = np.repeat(text_ids[None], len(indices), axis=0)
+        return {"images": images, "masks": masks, "text_ids": ids}
+
+    return load
