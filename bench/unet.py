@@ -47,7 +47,7 @@ def main() -> None:
     from diffusers import UNet2DConditionModel as TorchUNet
 
     from clipaway_jax.convert.networks import convert_unet
-    from clipaway_jax.models import UNet2DConditionModel, UNetConfig
+    from clipaway_jax.models import UNetConfig
     from clipaway_jax.tiny import TINY_UNET
 
     config = UNetConfig() if args.config == "full" else UNetConfig.from_dict(TINY_UNET)
@@ -62,26 +62,34 @@ def main() -> None:
     peak = gemm_peak()
     print(f"devices {jax.devices()}, torch threads {torch.get_num_threads()}, fp32 GEMM peak {peak:.0f} GFLOP/s")
 
-    for dtype in (["float32", "bfloat16"] if args.dtype == "both" else [args.dtype]):
-        jdt, tdt = (jnp.float32, torch.float32) if dtype == "float32" else (jnp.bfloat16, torch.bfloat16)
-        model = UNet2DConditionModel(config, dtype=jdt)
-        p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jdt), {"params": params})
-        forward = jax.jit(model.apply)
-        lowered = forward.lower(p, sample, t, context)
-        compiled = lowered.compile()
-        flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
-        compiled(p, sample, t, context).block_until_ready()
-        ref = reference.to(tdt)
-        ts, tc, tt = torch.from_numpy(sample.transpose(0, 3, 1, 2)).to(tdt), torch.from_numpy(context).to(tdt), torch.from_numpy(t)
-        with torch.no_grad():
-            ref(ts, tt, tc)
-            jax_times, torch_times = [], []
-            for _ in range(args.runs):  # alternate, so both see the same machine state
-                jax_times.append(_time(lambda: compiled(p, sample, t, context).block_until_ready()))
-                torch_times.append(_time(lambda: ref(ts, tt, tc)))
-        j, r = statistics.median(jax_times), statistics.median(torch_times)
-        print(f"{dtype:9s} jax {j:7.3f} s  torch {r:7.3f} s  jax/torch {j / r:5.2f}  "
-              f"jax {flops / j / 1e9:6.1f} GFLOP/s ({flops / j / 1e9 / peak:5.1%} of peak), {flops / 1e12:.2f} TFLOP")  # fmt: skip
+    for dtype in ["float32", "bfloat16"] if args.dtype == "both" else [args.dtype]:
+        run_one(dtype, config, params, reference, sample, context, t, peak, args.runs)
+
+
+def run_one(dtype, config, params, reference, sample, context, t, peak, runs):
+    from clipaway_jax.models import UNet2DConditionModel
+
+    jdt, tdt = (jnp.float32, torch.float32) if dtype == "float32" else (jnp.bfloat16, torch.bfloat16)
+    model = UNet2DConditionModel(config, dtype=jdt)
+    p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jdt), {"params": params})
+    compiled = jax.jit(model.apply).lower(p, sample, t, context).compile()
+    flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+    compiled(p, sample, t, context).block_until_ready()
+    ref = reference.to(tdt)
+    ts = torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()).to(tdt)
+    tc, tt = torch.from_numpy(context).to(tdt), torch.from_numpy(t)
+    jax_times, torch_times = [], []
+    with torch.no_grad():
+        ref(ts, tt, tc)
+        for _ in range(runs):  # alternate, so both see the same machine state
+            jax_times.append(_time(lambda: compiled(p, sample, t, context).block_until_ready()))
+            torch_times.append(_time(lambda: ref(ts, tt, tc)))
+    j, r = statistics.median(jax_times), statistics.median(torch_times)
+    rate = flops / j / 1e9
+    print(
+        f"{dtype:9s} jax {j:7.3f} s  torch {r:7.3f} s  jax/torch {j / r:5.2f}  jax {rate:6.1f} GFLOP/s "
+        f"({rate / peak:5.1%} of peak), {flops / 1e12:.2f} TFLOP per forward"
+    )
 
 
 if __name__ == "__main__":

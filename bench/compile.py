@@ -1,0 +1,54 @@
+"""Cold compile of the whole removal program, and the warm start of a second process that finds it in
+the persistent compilation cache.
+
+    python bench/compile.py --size tiny
+    python bench/compile.py --size mid
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = """
+import sys, time
+start = time.perf_counter()
+sys.path.insert(0, {bench!r})
+import jax, numpy as np
+jax.config.update("jax_compilation_cache_dir", {cache!r})
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+from common import random_checkpoint, pixel_size
+from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline, RemovalOptions, image_keys
+import jax.numpy as jnp
+pipe = CLIPAwayPipeline(random_checkpoint({size!r}))
+px = pixel_size(pipe.checkpoint)
+batch = (np.zeros((1, px, px, 3), np.float32), np.ones((1, px, px), np.float32), pipe.text_ids([""], ["neg"]))
+scalars = (jnp.float32(7.5), jnp.float32(1.0), (jnp.int32(0), jnp.bool_(False)))
+args = (pipe.params, *batch, image_keys(0, [0]), *scalars)
+ready = time.perf_counter()
+lowered = pipe.program(RemovalOptions(steps={steps})).lower(*args)
+traced = time.perf_counter()
+compiled = lowered.compile()
+done = time.perf_counter()
+print(f"RESULT trace {{traced - ready:.2f}} compile {{done - traced:.2f}} start-to-ready {{done - start:.2f}}")
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=("tiny", "mid"), default="tiny")
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args()
+    cache = tempfile.mkdtemp(prefix="clipaway-bench-cache-")
+    script = CHILD.format(bench=str(Path(__file__).resolve().parent), cache=cache, size=args.size, steps=args.steps)
+    for label in ("cold", "warm"):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        print(f"{args.size} {label}: " + next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
+
+
+if __name__ == "__main__":
+    main()
