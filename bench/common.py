@@ -65,7 +65,7 @@ def random_checkpoint(size: str = "tiny", seed: int = 0) -> Checkpoint:
     for i, (name, entry) in enumerate(networks.items()):
         module, inputs = build_module(entry)
         inputs = inputs or example_inputs(module)
-        params = module.init(jax.random.fold_in(key, i), *inputs)["params"]
+        params = jax.jit(module.init)(jax.random.fold_in(key, i), *inputs)["params"]
         checkpoint.params[name] = jax.tree_util.tree_map(lambda x: x * 0.5, flax.core.meta.unbox(params))
     return checkpoint
 

@@ -96,35 +96,23 @@ class VAEMidBlock(nn.Module):
         return ResnetBlock2D(self.channels, self.groups, 1e-6, dtype=self.dtype, name="resnets_1")(x)
 
 
-class EncoderBlock(nn.Module):
+class VAEBlock(nn.Module):
+    """DownEncoderBlock2D (resample "down") or UpDecoderBlock2D (resample "up"): resnets, then resampling."""
+
     channels: int
     num_layers: int
     groups: int
-    downsample: bool
+    resample: str | None = None  # "down", "up" or None (the last block)
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         for j in range(self.num_layers):
             x = ResnetBlock2D(self.channels, self.groups, 1e-6, dtype=self.dtype, name=f"resnets_{j}")(x)
-        if self.downsample:
+        if self.resample == "down":
             # diffusers pads right and bottom by one, then convolves without padding
             x = Downsample2D(self.channels, ((0, 1), (0, 1)), self.dtype, name="downsamplers_0")(x)
-        return x
-
-
-class DecoderBlock(nn.Module):
-    channels: int
-    num_layers: int
-    groups: int
-    upsample: bool
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        for j in range(self.num_layers):
-            x = ResnetBlock2D(self.channels, self.groups, 1e-6, dtype=self.dtype, name=f"resnets_{j}")(x)
-        if self.upsample:
+        elif self.resample == "up":
             x = Upsample2D(self.channels, self.dtype, name="upsamplers_0")(x)
         return x
 
@@ -139,11 +127,11 @@ class Encoder(nn.Module):
         x = conv(cfg.block_out_channels[0], "conv_in", dtype=self.dtype)(x)
         last = len(cfg.block_out_channels) - 1
         for i, channels in enumerate(cfg.block_out_channels):
-            block = EncoderBlock(
+            block = VAEBlock(
                 channels,
                 cfg.layers_per_block,
                 cfg.norm_num_groups,
-                i < last,
+                "down" if i < last else None,
                 self.dtype,
                 name=f"down_blocks_{i}",
             )
@@ -176,11 +164,11 @@ class Decoder(nn.Module):
         )(x)
         last = len(cfg.block_out_channels) - 1
         for i, channels in enumerate(reversed(cfg.block_out_channels)):
-            block = DecoderBlock(
+            block = VAEBlock(
                 channels,
                 cfg.layers_per_block + 1,
                 cfg.norm_num_groups,
-                i < last,
+                "up" if i < last else None,
                 self.dtype,
                 name=f"up_blocks_{i}",
             )

@@ -82,16 +82,21 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict):
     down = vae.config.scale_factor
 
     def encode(frozen, pixels, key):
-        posterior = vae.apply(frozen["vae"], pixels, method="encode")
-        return jax.lax.stop_gradient(posterior.sample(key) * sf)
+        """Scaled latent samples of several pixel batches in ONE encoder call ([n, B, H, W, 3])."""
+        n, b = pixels.shape[:2]
+        posterior = vae.apply(frozen["vae"], pixels.reshape(n * b, *pixels.shape[2:]), method="encode")
+        latents = posterior.sample(key) * sf
+        return jax.lax.stop_gradient(latents.reshape(n, b, *latents.shape[1:]))
 
     def loss(params, frozen, batch, rng):
         images, masks = batch["images"] * 2 - 1, batch["masks"][..., None]
-        k_vae, k_obj, k_t, k_noise = jax.random.split(rng, 4)
-        background = encode(frozen, images * (masks < 0.5), k_vae)
-        latents = encode(frozen, images, k_obj)
+        k_vae, k_t, k_noise = jax.random.split(rng, 3)
+        regions = [images, images * (masks < 0.5)]  # x0, and x0 with the object removed
         if unet.config.in_channels == 12:
-            condition = jnp.concatenate([encode(frozen, images * (masks >= 0.5), k_obj), background], -1)
+            regions.append(images * (masks >= 0.5))  # the object alone: DCGD's z(x0∘o)
+        latents, background, *obj = encode(frozen, jnp.stack(regions), k_vae)
+        if unet.config.in_channels == 12:
+            condition = jnp.concatenate([obj[0], background], -1)
         else:
             condition = jnp.concatenate([masks[:, ::down, ::down], background], -1)
         b = images.shape[0]
