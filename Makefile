@@ -10,7 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# The CPU build of torch comes from local disk; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[torch,test,data]'
+	$(BIN)/pip install -q -e '.[torch,test,data,train]'
 	touch $@
 
 install: $(BIN)/.installed

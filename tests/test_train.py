@@ -59,6 +59,7 @@ def test_mlp_loss_decreases_and_exports(tiny_checkpoint, images, tmp_path):
     assert losses[100]["loss"] < 0.5 * losses[1]["loss"], (losses[1]["loss"], losses[100]["loss"])
     assert {"compiled", "param_sharding"} <= {r.get("event") for r in records}
     assert (work / "embeddings" / "manifest.json").is_file()
+    assert list((work / "tensorboard").glob("events.out.tfevents.*")), "TensorBoard event files"
     assert {"lr", "grad_norm", "steps_per_s", "examples_per_s"} <= set(losses[100])
     from clipaway_jax.checkpoint import load_checkpoint
 
