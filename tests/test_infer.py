@@ -205,3 +205,16 @@ def test_list_files_pair_rows_and_name_outputs(folders, tmp_path):
     jsonl = folders / "pairs.jsonl"  # relative paths resolve against the list file
     jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert [item.name for item in from_list(jsonl).items] == ["img00", "img01"]
+
+
+def test_tfds_data_source_input(folders, tiny_checkpoint, tmp_path):
+    """An array_record tfds dataset with image and mask bytes features, read by index without TensorFlow."""
+    from clipaway_jax.training.data import build_folder_dataset
+
+    data_dir = tmp_path / "tfds"
+    build_folder_dataset(folders / "images", data_dir, masks_dir=folders / "masks", name="inpaint_pairs")
+    out = tmp_path / "out"
+    code = cli_main(["infer", "--tfds", "inpaint_pairs:train", "--data-dir", str(data_dir), "--out", str(out),
+                     "--checkpoint", str(tiny_checkpoint), *ARGS])  # fmt: skip
+    assert code == 0
+    assert len(list(out.glob("*.png"))) == N

@@ -169,3 +169,18 @@ def test_random_masks_are_seeded_and_cover_the_requested_area():
         a = random_mask(np.random.default_rng(seed), 64, (0.1, 0.2))
         np.testing.assert_array_equal(a, random_mask(np.random.default_rng(seed), 64, (0.1, 0.2)))
         assert 0.05 <= a.mean() <= 0.2
+
+
+def test_remat_gives_the_same_gradients():
+    from clipaway_jax.models import UNet2DConditionModel, UNetConfig, example_inputs
+
+    unet = UNet2DConditionModel(UNetConfig.from_dict(MICRO_UNET))
+    x = (
+        jax.random.normal(jax.random.key(1), (1, 8, 8, 9)),
+        np.array([10.0]),
+        jax.random.normal(jax.random.key(2), (1, 3, 32)),
+    )
+    params = jax.jit(unet.init)(jax.random.key(0), *example_inputs(unet))
+    grads = [jax.jit(jax.grad(lambda p, m=m: m.apply(p, *x).sum()))(params) for m in (unet, unet.clone(remat=True))]
+    for a, b in zip(*(jax.tree_util.tree_leaves(g) for g in grads)):
+        np.testing.assert_allclose(a, b, atol=1e-5 * max(1.0, float(np.abs(a).max())))

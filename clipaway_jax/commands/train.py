@@ -63,6 +63,8 @@ def add_parser(sub) -> None:
     unet.add_argument("--size", type=int, default=512, help="training resolution (multiple of 64)")
     unet.add_argument("--prompt", default="", help="conditioning text (e.g. a T_info description)")
     unet.add_argument("--mask-area", type=float, nargs=2, default=(0.01, 0.4), metavar=("MIN", "MAX"))
+    unet.add_argument("--remat", action="store_true", help="rematerialize UNet blocks (less memory, more compute)")
+    opt.add_argument("--bf16", action="store_true", help="bfloat16 activations (params and optimizer stay fp32)")
     p.add_argument("--debug-step-sleep", type=float, default=0.0, help=argparse.SUPPRESS)
     p.set_defaults(run=main)
 
@@ -138,7 +140,7 @@ def _mlp_task(args, cfg, mesh):
     # frozen towers stay host-local (replicated as plain arrays), so process 0 alone can cache embeddings
     ckpt = load_checkpoint(args.checkpoint, networks=["alpha_clip", "image_encoder"])
     mlp_config = _mlp_config(ckpt)
-    module = CLIPAwayMLP(mlp_config)
+    module = CLIPAwayMLP(mlp_config, dtype=_activation_dtype(args))
     entry = {"class": "CLIPAwayMLP", "config": mlp_config.to_dict()}
     params = module.init(jax_key(cfg.seed), np.zeros((1, mlp_config.alpha_clip_embed_dim), np.float32))["params"]
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("alpha_clip", "image_encoder")})
@@ -184,12 +186,12 @@ def _unet_task(args, cfg, mesh):
     from clipaway_jax.training import tasks
 
     ckpt = load_checkpoint(args.checkpoint, networks=["unet", "vae", "text_encoder"])
-    unet = ckpt.module("unet")
+    unet = ckpt.module("unet", _activation_dtype(args)).clone(remat=args.remat)
     params = ckpt.params["unet"]
     entry = dict(ckpt.manifest["networks"]["unet"])
     if args.unet_variant == "dcgd12":
         params, config = dcgd12_from_inpaint(jax_tree_numpy(params), unet.config)
-        unet = unet.__class__(config)
+        unet = unet.clone(config=config)
         entry["config"] = config.to_dict()
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("vae", "text_encoder")})
     ids = tokenize(load_tokenizer(ckpt.tokenizer_path), [args.prompt])[0]
@@ -198,6 +200,12 @@ def _unet_task(args, cfg, mesh):
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}))
     name = "unet_dcgd12" if args.unet_variant == "dcgd12" else "unet"
     return name, entry, loss, params, frozen, load, len(source)
+
+
+def _activation_dtype(args):
+    import jax.numpy as jnp
+
+    return jnp.bfloat16 if args.bf16 else jnp.float32
 
 
 def jax_tree_numpy(tree):

@@ -227,6 +227,10 @@ class Transformer2DModel(nn.Module):
 class UNet2DConditionModel(nn.Module):
     config: UNetConfig
     dtype: Dtype = jnp.float32
+    remat: bool = False  # rematerialize each down/mid/up block in the backward pass (training memory)
+
+    def _block(self, cls):
+        return nn.remat(cls) if self.remat else cls
 
     @nn.compact
     def __call__(
@@ -282,7 +286,7 @@ class UNet2DConditionModel(nn.Module):
 
     def _down_block(self, i, block_type, x, temb, cond):
         cfg = self.config
-        block = DownBlock(
+        block = self._block(DownBlock)(
             channels=cfg.block_out_channels[i],
             num_layers=cfg.layers_per_block,
             with_attention=block_type == CROSS_ATTN_DOWN,
@@ -295,7 +299,7 @@ class UNet2DConditionModel(nn.Module):
 
     def _mid_block(self, x, temb, cond):
         cfg = self.config
-        block = MidBlock(
+        block = self._block(MidBlock)(
             channels=cfg.block_out_channels[-1],
             output_scale_factor=cfg.mid_block_scale_factor,
             **self._block_args(-1, cfg.heads[-1]),
@@ -306,7 +310,7 @@ class UNet2DConditionModel(nn.Module):
     def _up_block(self, i, block_type, x, skips, temb, cond):
         cfg = self.config
         n = len(cfg.block_out_channels)
-        block = UpBlock(
+        block = self._block(UpBlock)(
             channels=cfg.block_out_channels[::-1][i],
             num_layers=cfg.layers_per_block + 1,
             with_attention=block_type == CROSS_ATTN_UP,
