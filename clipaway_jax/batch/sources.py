@@ -121,13 +121,9 @@ def from_tfds(spec: str, data_dir: str | None, image_key: str = "image", mask_ke
     source = tfds.data_source(name, split=split or "train", data_dir=data_dir)
     items = []
     for index in range(len(source)):
-        items.append(Item(_record_name(source, index), _record_loader(source, index, image_key, mask_key),
-                          f"{spec}[{index}]"))  # fmt: skip
+        # records are named by index: reading each record's own name would decode the whole dataset
+        items.append(Item(f"{index:08d}", _record_loader(source, index, image_key, mask_key), f"{spec}[{index}]"))
     return Listing(items)
-
-
-def _record_name(source, index: int) -> str:
-    return f"{index:08d}"
 
 
 def _record_loader(source, index: int, image_key: str, mask_key: str):

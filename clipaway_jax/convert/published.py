@@ -242,17 +242,12 @@ def _clip_jobs(folder: Path) -> Iterator[Job]:
     yield Job("clip_vision", [weights], vision)
 
 
-class _Only(Subset):
-    def __init__(self, source, prefixes):
-        self._source, self._prefix = source, ""
-        self._keys = [k for k in source if k.startswith(prefixes)]
-
-
 def _only(source, prefixes: tuple[str, ...], path: Path):
+    """The keys of one tower of a CLIPModel file (the other tower's keys are that tower's job)."""
     stray = [k for k in source if not k.startswith((*prefixes, "text_", "vision_", "visual_", "logit_scale"))]
     if stray:
         raise WeightFileError(f"{path}: not a CLIPModel file (unexpected keys {', '.join(sorted(stray)[:5])})")
-    return _Only(source, prefixes)
+    return Subset(source, "", keep=prefixes)
 
 
 def convert(

@@ -156,11 +156,12 @@ def find_weights(folder: Path, kind: str) -> Path:
 
 
 class Subset(Mapping):
-    """The keys of `source` under `prefix`, with the prefix stripped (one sub-dict of a file)."""
+    """The keys of `source` under `prefix`, with the prefix stripped (one sub-dict of a file); `keep`
+    narrows them further to keys starting with one of those strings."""
 
-    def __init__(self, source: Mapping, prefix: str):
+    def __init__(self, source: Mapping, prefix: str, keep: tuple[str, ...] = ("",)):
         self._source, self._prefix = source, prefix
-        self._keys = [k[len(prefix) :] for k in source if k.startswith(prefix)]
+        self._keys = [k[len(prefix) :] for k in source if k.startswith(prefix) and k[len(prefix) :].startswith(keep)]
 
     def __getitem__(self, key: str):
         return self._source[self._prefix + key]
