@@ -49,8 +49,7 @@ def build_tiny_checkpoint(out: Path) -> Path:
 
     files = write_published(out / "tiny-published")
     checkpoint = out / "tiny-checkpoint"
-    sources = Sources(**{name: files[name] for name in Sources.__dataclass_fields__})
-    convert(sources, checkpoint, force=True, progress=lambda msg: print(f"  {msg}"))
+    convert(Sources(**files), checkpoint, force=True, progress=lambda msg: print(f"  {msg}"))
     return checkpoint
 
 
