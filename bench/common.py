@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from clipaway_jax.checkpoint import Checkpoint
-from clipaway_jax.models import abstract_params, example_inputs  # noqa: F401
-from clipaway_jax.schedulers.base import SchedulerConfig  # noqa: F401
+from clipaway_jax.models import example_inputs
 from clipaway_jax.tiny import (
     SCHEDULER_CONFIG,
     TINY_ALPHA_CLIP,

@@ -82,9 +82,6 @@ class Checkpoint:
     def module(self, name: str, dtype=jnp.float32):
         return build_module(self.manifest["networks"][name], dtype)[0]
 
-    def config(self, name: str) -> dict:
-        return self.manifest["networks"][name]["config"]
-
     @property
     def tokenizer_path(self) -> Path:
         return self.path / "tokenizer"

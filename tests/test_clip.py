@@ -153,18 +153,8 @@ def test_alpha_clip_reference_with_zero_alpha_conv_is_transformers_clip():
     with torch.no_grad():
         reference.conv1_alpha.weight.zero_()
     state = numpy_state(reference)
-    hf = CLIPVisionModelWithProjection(
-        HFConfig(
-            hidden_size=64,
-            intermediate_size=256,
-            projection_dim=24,
-            num_hidden_layers=2,
-            num_attention_heads=1,
-            image_size=28,
-            patch_size=14,
-            hidden_act="quick_gelu",
-        )
-    ).eval()
+    plain_clip = {k: v for k, v in TINY_ALPHA_CLIP.items() if k != "alpha"}  # the reference's own size
+    hf = CLIPVisionModelWithProjection(HFConfig(**plain_clip)).eval()
     hf.load_state_dict(_openai_to_transformers(state), strict=True)
     pixels = torch.randn(2, 3, 28, 28)
     alpha = torch.from_numpy(_mask_alpha(2, 28).astype(np.float32))

@@ -205,11 +205,10 @@ class BatchRunner:
 
     def _texts(self, images, masks):
         from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT
-        from clipaway_jax.pipelines.guidance import branches
+        from clipaway_jax.pipelines.guidance import describe_and_choose
 
-        descriptions = self.describer.describe(images, masks) if self.describer is not None else None
-        chosen = branches(
-            self.guidance_mode, len(images), descriptions, DEFAULT_NEGATIVE_PROMPT, self.settings.ip_scale
+        chosen, descriptions = describe_and_choose(
+            self.guidance_mode, self.describer, images, masks, DEFAULT_NEGATIVE_PROMPT, self.settings.ip_scale
         )
         return self.pipe.text_ids(chosen.prompts, chosen.negatives), chosen.ip_scale, descriptions
 

@@ -137,13 +137,14 @@ def guided_call(pipe, describer, prepared_list, options, args: argparse.Namespac
     import numpy as np
 
     from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT
-    from clipaway_jax.pipelines.guidance import branches
+    from clipaway_jax.pipelines.guidance import describe_and_choose
 
     images = np.stack([p.image for p in prepared_list])
     masks = np.stack([p.mask for p in prepared_list])
-    descriptions = describer.describe(images, masks) if describer is not None else None
     kwargs = call_kwargs(args)
-    chosen = branches(args.guidance_mode, len(images), descriptions, DEFAULT_NEGATIVE_PROMPT, kwargs.pop("ip_scale"))
+    chosen, descriptions = describe_and_choose(
+        args.guidance_mode, describer, images, masks, DEFAULT_NEGATIVE_PROMPT, kwargs.pop("ip_scale")
+    )
     names = [p.name for p in prepared_list]
     outputs = pipe.remove(images, masks, names=names, options=options, prompt=chosen.prompts,
                           negative_prompt=chosen.negatives, ip_scale=chosen.ip_scale, **kwargs)  # fmt: skip

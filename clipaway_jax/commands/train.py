@@ -131,6 +131,7 @@ def main(args) -> int:
 
 
 def _mlp_task(args, cfg, mesh):
+    import jax
     import numpy as np
 
     from clipaway_jax.checkpoint import load_checkpoint
@@ -142,7 +143,7 @@ def _mlp_task(args, cfg, mesh):
     mlp_config = _mlp_config(ckpt)
     module = CLIPAwayMLP(mlp_config, dtype=_activation_dtype(args))
     entry = {"class": "CLIPAwayMLP", "config": mlp_config.to_dict()}
-    params = module.init(jax_key(cfg.seed), np.zeros((1, mlp_config.alpha_clip_embed_dim), np.float32))["params"]
+    params = module.init(jax.random.key(cfg.seed), np.zeros((1, mlp_config.alpha_clip_embed_dim), np.float32))["params"]
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("alpha_clip", "image_encoder")})
     alpha_clip, encoder = ckpt.module("alpha_clip"), ckpt.module("image_encoder")
     source = data_source(args)
@@ -171,12 +172,6 @@ def _mlp_config(ckpt):
     alpha = ckpt.module("alpha_clip").config.projection_dim
     target = ckpt.module("image_encoder").config.projection_dim
     return MLPConfig(alpha_clip_embed_dim=alpha, ip_adapter_embed_dim=target)
-
-
-def jax_key(seed: int):
-    import jax
-
-    return jax.random.key(seed)
 
 
 def _unet_task(args, cfg, mesh):

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import flax
-import jax
 import numpy as np
 
 Array = np.ndarray
@@ -150,7 +149,3 @@ def prefixed(rules: tuple[Rule, ...], prefix: str) -> tuple[Rule, ...]:
     """The same table for keys that may carry `prefix` (transformers 4 saved `text_model.embeddings...`,
     transformers 5 saves `embeddings...` for a bare CLIPTextModel)."""
     return tuple(Rule(f"(?:{re.escape(prefix)})?" + r.pattern, r.targets, r.transform) for r in rules)
-
-
-def to_jax(tree: Any) -> Any:
-    return jax.tree_util.tree_map(jax.numpy.asarray, tree)

@@ -96,7 +96,7 @@ def load_torch_pickle(path: Path) -> dict:
     if not path.is_file():
         raise WeightFileError(f"{path}: file not found")
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:
         raise WeightFileError(_explain_torch_error(path, err)) from None
     if not isinstance(state, dict):
@@ -104,10 +104,6 @@ def load_torch_pickle(path: Path) -> dict:
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return _flatten(state)
-
-
-def _is_zip(path: Path) -> bool:
-    return zipfile.is_zipfile(path)
 
 
 def _explain_torch_error(path: Path, err: Exception) -> str:

@@ -34,5 +34,11 @@ def branches(mode: str, count: int, descriptions: Sequence | None, negative_prom
     return Branches(infos, masks, 0.0 if mode == "dcgd" else ip_scale)
 
 
+def describe_and_choose(mode, describer, images, masks, negative_prompt: str, ip_scale: float):
+    """Region descriptions (when the mode needs them) and the branches they give: (Branches, descriptions)."""
+    descriptions = describer.describe(images, masks) if describer is not None else None
+    return branches(mode, len(images), descriptions, negative_prompt, ip_scale), descriptions
+
+
 def needs_descriptions(mode: str) -> bool:
     return mode != "clipaway"
