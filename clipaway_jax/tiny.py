@@ -332,3 +332,29 @@ def write_published(folder: str | Path, seed: int = 0, safetensors: bool = True)
     )
     randomize_(clip, seed + 7).save_pretrained(paths["clip"])
     return paths
+
+
+FULL_ALPHA_CLIP = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=224, patch_size=14, projection_dim=768)  # fmt: skip
+FULL_MLP = dict(number_of_hidden_layers=6, alpha_clip_embed_dim=768, ip_adapter_embed_dim=1024)
+
+
+def write_full_size(folder: str | Path, seed: int = 0) -> dict[str, Path]:
+    """The inference files at published sizes (SD-1.5 inpainting, IP-Adapter SD-1.5, AlphaCLIP ViT-L/14,
+    the MLP), random weights, in the published layouts: ~5.4 GB, for the slow tests and the benchmarks."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    paths = {name: folder / rel for name, rel in PUBLISHED_NAMES.items() if name in ("sd_inpaint", "ip_adapter",
+             "alpha_clip", "mlp")}  # fmt: skip
+    write_sd_inpaint(paths["sd_inpaint"], seed, full_size=True)
+    unet = UNet2DConditionModel.from_pretrained(paths["sd_inpaint"] / "unet")
+    torch.save(ip_adapter_state_dict(unet, seed + 3, embed_dim=FULL_MLP["ip_adapter_embed_dim"]), paths["ip_adapter"])
+    del unet
+    torch.save(alpha_clip_state_dict(FULL_ALPHA_CLIP, seed + 4), paths["alpha_clip"])
+    paths["mlp"].parent.mkdir(parents=True, exist_ok=True)
+    mlp = mlp_module(FULL_MLP, seed + 5)
+    save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, paths["mlp"])
+    return paths

@@ -94,12 +94,27 @@ def test_eight_devices_fsdp_match_one_device(tiny_checkpoint, images, tmp_path):
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     l1, l8 = _metrics(one)[0], _metrics(eight)[0]
+    from clipaway_jax.training.tasks import load_cached_embeddings
+
+    cached = [load_cached_embeddings(w / "embeddings") for w in (one, eight)]  # 8-way split, padded batch
+    for name, array in cached[0].items():
+        np.testing.assert_allclose(cached[1][name], array, atol=1e-5 * max(1.0, float(np.abs(array).max())))
     assert abs(l1[5]["loss"] - l8[5]["loss"]) <= 1e-5 * max(1.0, abs(l1[5]["loss"]))
     sharding = next(r for r in _metrics(eight)[1] if r.get("event") == "param_sharding")
     assert sharding["mesh"] == {"data": 1, "fsdp": 8}
     # Dense kernels [in, out]: the output ("mlp") axis is split over fsdp; LayerNorm scales replicated
     assert "'fsdp'" in sharding["specs"]["layers_0/kernel"]
     assert "fsdp" not in sharding["specs"]["layers_1/scale"]
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tiny_checkpoint, images, tmp_path,
+                                                                               capsys):  # fmt: skip
+    work = tmp_path / "diverged"  # lr 1e30: step 1 is finite (params ~1e30), step 2's loss overflows
+    assert cli_main(_args(tiny_checkpoint, images, work, "--steps", "10", "--save-every", "1", "--lr", "1e30")) == 1
+    error = capsys.readouterr().err
+    steps = sorted(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and f"at step {steps[-1] + 1}" in error and "non-finite" in error, (steps, error)
+    assert all(np.isfinite(np.asarray(x)).all() for x in _final_params(work, steps[-1]))
 
 
 def _free_port():
@@ -117,6 +132,8 @@ def test_two_processes_train_and_the_checkpoint_restores_in_one(tiny_checkpoint,
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-2000:]
     assert (work / "checkpoints" / "6").is_dir()
+    files = json.loads((work / "embeddings" / "manifest.json").read_text())["files"]
+    assert files["alpha_embeds"] == [f"alpha_embeds.0000{i}-of-00002.npy" for i in range(2)], "one shard per process"
     assert cli_main(_args(tiny_checkpoint, images, work, "--steps", "8")) == 0
     resumed = [r for r in _metrics(work)[1] if r.get("event") == "resumed"]
     assert resumed and resumed[-1]["step"] == 6

@@ -85,15 +85,21 @@ def train_config(args):
     )  # fmt: skip
 
 
-def first_process_then_all(work):
-    """Run `work` on process 0, then (after a barrier) on the others: shared-disk preparation, once."""
+def multihost_barrier(name: str) -> None:
     import jax
     from jax.experimental import multihost_utils
 
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def first_process_then_all(work):
+    """Run `work` on process 0, then (after a barrier) on the others: shared-disk preparation, once."""
+    import jax
+
     if jax.process_index() == 0:
         result = work()
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("clipaway-jax training data prepared")
+    multihost_barrier("clipaway-jax training data prepared")
     return result if jax.process_index() == 0 else work()
 
 
@@ -138,7 +144,7 @@ def _mlp_task(args, cfg, mesh):
     from clipaway_jax.models import CLIPAwayMLP
     from clipaway_jax.training import tasks
 
-    # frozen towers stay host-local (replicated as plain arrays), so process 0 alone can cache embeddings
+    # frozen towers stay host-local numpy: each process replicates them over its own devices when caching
     ckpt = load_checkpoint(args.checkpoint, networks=["alpha_clip", "image_encoder"])
     mlp_config = _mlp_config(ckpt)
     module = CLIPAwayMLP(mlp_config, dtype=_activation_dtype(args))
@@ -150,14 +156,13 @@ def _mlp_task(args, cfg, mesh):
     if args.cache_embeddings:
         folder = args.workdir / "embeddings"
 
-        def cache():
-            if not (folder / "manifest.json").is_file():
-                start = time.perf_counter()
-                tasks.cache_embeddings(source, alpha_clip, encoder, frozen, folder, image_size=512)
+        if not (folder / "manifest.json").is_file():  # every process encodes its slice on its devices
+            start = time.perf_counter()
+            tasks.cache_embeddings(source, alpha_clip, encoder, frozen, folder, image_size=512)
+            if jax.process_index() == 0:
                 print(f"cached embeddings of {len(source)} images in {time.perf_counter() - start:.1f} s")
-            return tasks.load_cached_embeddings(folder)
-
-        arrays = first_process_then_all(cache)
+        multihost_barrier("clipaway-jax embeddings manifest written")
+        arrays = tasks.load_cached_embeddings(folder)
         load = lambda idx: {k: np.asarray(v[idx]) for k, v in arrays.items()}
         return "mlp", entry, tasks.mlp_loss(module), params, None, load, len(arrays["alpha_embeds"])
     from clipaway_jax.training.data import decode_image
@@ -234,9 +239,18 @@ def _train(args, cfg, mesh, rules, entry, loss_fn, params, frozen, load, size, n
         trainer.log.write({"event": "resumed", "step": int(trainer.state.step)})
     from tqdm import tqdm
 
-    start_step = int(trainer.state.step)
-    bar = tqdm(total=cfg.steps, initial=start_step, unit="step", disable=jax.process_index() != 0)
-    t0, examples = time.perf_counter(), 0
+    bar = tqdm(total=cfg.steps, initial=int(trainer.state.step), unit="step", disable=jax.process_index() != 0)
+    try:  # a NaN stop or a crash still lets the pending async save finish: the last checkpoint stays whole
+        _loop(args, cfg, trainer, iterator, checkpoints, load, holdout, bar)
+    finally:
+        bar.close()
+        checkpoints.close()
+    if args.export:
+        export(args.checkpoint, args.export, network, jax.device_get(trainer.state.params), entry)
+
+
+def _loop(args, cfg, trainer, iterator, checkpoints, load, holdout, bar):
+    start_step, t0, examples = int(trainer.state.step), time.perf_counter(), 0
     while int(trainer.state.step) < cfg.steps:
         metrics = trainer.train_step(next(iterator))
         step = metrics["step"]
@@ -253,10 +267,6 @@ def _train(args, cfg, mesh, rules, entry, loss_fn, params, frozen, load, size, n
         if step % cfg.save_every == 0 or step == cfg.steps:
             checkpoints.save(step, trainer.state, iterator.state, val)
         bar.update(1)
-    bar.close()
-    checkpoints.close()
-    if args.export:
-        export(args.checkpoint, args.export, network, jax.device_get(trainer.state.params), entry)
 
 
 def _validation(trainer, load, holdout, cfg):

@@ -46,28 +46,55 @@ def mlp_loss_from_images(mlp, alpha_clip, image_encoder):
     return loss
 
 
-def cache_embeddings(source, alpha_clip, image_encoder, frozen, out: Path, image_size: int, batch: int = 16) -> Path:
-    """Encode every image once (jit, batched) and store float32 .npy arrays plus a manifest."""
+def cache_embeddings(source, alpha_clip, image_encoder, frozen, out: Path, image_size: int,
+                     per_device: int = 8) -> Path:  # fmt: skip
+    """Encode every image once and store float32 .npy shards plus a manifest. Each process takes a
+    contiguous slice of the data set and splits its batches over its own devices (no cross-host
+    traffic); process 0 writes the manifest once every shard is on disk."""
+    from jax.experimental import multihost_utils
+
+    from clipaway_jax.sharding import batch_sharding, make_mesh, replicated
+
     out.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(devices=jax.local_devices())
+    batch = per_device * mesh.size  # one fixed shape: the last batch is padded, so one compile
     encode = jax.jit(lambda f, x: frozen_embeddings(alpha_clip, image_encoder, f, x))
-    alpha, target = [], []
-    for start in range(0, len(source), batch):
-        images = np.stack(
-            [decode_image(source[i]["image"], image_size) for i in range(start, min(len(source), start + batch))]
-        )
-        a, t = encode(frozen, images)
-        alpha.append(np.asarray(a))
-        target.append(np.asarray(t))
-    np.save(out / "alpha_embeds.npy", np.concatenate(alpha))
-    np.save(out / "target_embeds.npy", np.concatenate(target))
-    manifest = {"count": len(source), "image_size": image_size, "files": ["alpha_embeds.npy", "target_embeds.npy"]}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    frozen = jax.device_put(frozen, replicated(mesh))
+    rank, count = jax.process_index(), jax.process_count()
+    lo, hi = len(source) * rank // count, len(source) * (rank + 1) // count
+    parts = {"alpha_embeds": [], "target_embeds": []}
+    for start in range(lo, hi, batch):
+        indices = list(range(start, min(hi, start + batch)))
+        images = np.stack([decode_image(source[i]["image"], image_size) for i in indices])
+        padded = np.concatenate([images, np.repeat(images[-1:], batch - len(indices), 0)])
+        for name, value in zip(parts, encode(frozen, jax.device_put(padded, batch_sharding(mesh, 4)))):
+            parts[name].append(np.asarray(value)[: len(indices)])
+    for name, values in parts.items():
+        _save_atomic(out / f"{name}.{rank:05d}-of-{count:05d}.npy", np.concatenate(values))
+    if count > 1:
+        multihost_utils.sync_global_devices("clipaway-jax embeddings cached")
+    if rank == 0:
+        files = {name: [f"{name}.{r:05d}-of-{count:05d}.npy" for r in range(count)] for name in parts}
+        manifest = {"count": len(source), "image_size": image_size, "files": files}
+        tmp = out / ".manifest.json.partial"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(out / "manifest.json")
     return out
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    tmp.replace(path)
 
 
 def load_cached_embeddings(folder: Path) -> dict[str, np.ndarray]:
     manifest = json.loads((folder / "manifest.json").read_text())
-    arrays = {name.removesuffix(".npy"): np.load(folder / name, mmap_mode="r") for name in manifest["files"]}
+    arrays = {name: np.concatenate([np.load(folder / f) for f in files]) for name, files in manifest["files"].items()}
+    for name, array in arrays.items():
+        if len(array) != manifest["count"]:
+            raise ValueError(f"{folder}: {name} holds {len(array)} embeddings, the manifest says {manifest['count']}")
     return arrays
 
 
