@@ -3,6 +3,9 @@ the persistent compilation cache.
 
     python bench/compile.py --size tiny
     python bench/compile.py --size mid
+    python bench/compile.py --checkpoint /tmp/full/ckpt     # full size (bench/full_checkpoint.py writes one)
+
+"start-to-ready" runs from interpreter start to a compiled program: imports, checkpoint load, trace, compile.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 from common import random_checkpoint, pixel_size
 from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline, RemovalOptions, image_keys
 import jax.numpy as jnp
-pipe = CLIPAwayPipeline(random_checkpoint({size!r}))
+if {checkpoint!r}:
+    pipe = CLIPAwayPipeline.from_checkpoint({checkpoint!r})
+else:
+    pipe = CLIPAwayPipeline(random_checkpoint({size!r}))
 px = pixel_size(pipe.checkpoint)
 batch = (np.zeros((1, px, px, 3), np.float32), np.ones((1, px, px), np.float32), pipe.text_ids([""], ["neg"]))
 scalars = (jnp.float32(7.5), jnp.float32(1.0), (jnp.int32(0), jnp.bool_(False)))
@@ -41,13 +47,23 @@ print(f"RESULT trace {{traced - ready:.2f}} compile {{done - traced:.2f}} start-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("tiny", "mid"), default="tiny")
+    parser.add_argument("--checkpoint", default="", help="a converted checkpoint (instead of --size)")
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="clipaway-bench-cache-")
-    script = CHILD.format(bench=str(Path(__file__).resolve().parent), cache=cache, size=args.size, steps=args.steps)
+    script = CHILD.format(
+        bench=str(Path(__file__).resolve().parent),
+        cache=cache,
+        size=args.size,
+        steps=args.steps,
+        checkpoint=args.checkpoint,
+    )
     for label in ("cold", "warm"):
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-        print(f"{args.size} {label}: " + next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
+        print(
+            f"{args.checkpoint or args.size} {label}: "
+            + next(line for line in out.splitlines() if line.startswith("RESULT"))[7:]
+        )
 
 
 if __name__ == "__main__":

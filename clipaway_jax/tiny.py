@@ -271,6 +271,11 @@ def mlp_module(config: dict = TINY_MLP, seed: int = 0):
     return randomize_(nn.Sequential(*layers), seed)
 
 
+FULL_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                 num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+                 bos_token_id=0, eos_token_id=2, pad_token_id=1)  # SD-1.5's text_encoder/config.json  # fmt: skip
+
+
 def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full_size: bool = False) -> Path:
     """A diffusers SD-inpainting folder (unet/ vae/ text_encoder/ tokenizer/ scheduler/ model_index.json);
     `full_size` uses the published SD-1.5 inpainting configs (random weights, ~4.3 GB)."""
@@ -284,7 +289,7 @@ def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full
     vocab = write_tokenizer(folder / "tokenizer")
     unet_cfg, vae_cfg = (UNetConfig().to_dict(), VAEConfig().to_dict()) if full_size else (TINY_UNET, TINY_VAE)
     text_cfg = (
-        dict(vocab_size=49408, eos_token_id=2)
+        FULL_TEXT
         if full_size
         else dict(TINY_TEXT, vocab_size=vocab, eos_token_id=vocab - 1)
     )

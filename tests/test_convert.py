@@ -194,6 +194,16 @@ def test_text_to_image_unet_is_refused_in_plain_words(published, tmp_path, capsy
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")]
 
 
+def test_text_encoder_of_another_width_is_refused(published, tmp_path, capsys):
+    sd = tmp_path / "sd"
+    shutil.copytree(published["sd_inpaint"], sd)
+    config = json.loads((sd / "text_encoder" / "config.json").read_text())
+    (sd / "text_encoder" / "config.json").write_text(json.dumps(config | {"hidden_size": 2 * config["hidden_size"]}))
+    code, err = _run_cli("--sd-inpaint", sd, "--out", tmp_path / "out", capsys=capsys)
+    assert code == 1 and "cross_attention_dim" in err and f"hidden_size {2 * config['hidden_size']}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_truncated_safetensors(published, tmp_path, capsys):
     bad = tmp_path / "model.safetensors"
     data = published["mlp"].read_bytes()

@@ -66,6 +66,7 @@ def check_sources(sources: Sources) -> None:
         for need in ("tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"):
             if not (root / need).is_file():
                 problems.append(str(root / need))
+        problems += _mismatched_sd_parts(root)
     for label, path in (
         ("--ip-adapter", sources.ip_adapter),
         ("--alpha-clip", sources.alpha_clip),
@@ -86,6 +87,18 @@ def check_sources(sources: Sources) -> None:
         problems.append("--ip-adapter needs --sd-inpaint (its weights go into the UNet)")
     if problems:
         raise InputError("missing inputs: " + "; ".join(problems))
+
+
+def _mismatched_sd_parts(root: Path) -> list[str]:
+    """The UNet's cross-attention reads the text encoder's hidden states: their widths must agree."""
+    unet, text = _read_json(root / "unet" / "config.json"), _read_json(root / "text_encoder" / "config.json")
+    if not unet or not text:
+        return []
+    cross, hidden = unet.get("cross_attention_dim", 768), text.get("hidden_size", 512)
+    if cross == hidden:
+        return []
+    return [f"{root / 'unet' / 'config.json'} has cross_attention_dim {cross} but "
+            f"{root / 'text_encoder' / 'config.json'} has hidden_size {hidden}: not parts of one model"]  # fmt: skip
 
 
 def plan(sources: Sources) -> list[Job]:
