@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SETS, pixel_size, random_checkpoint  # noqa: E402
 
+from clipaway_jax import xla  # noqa: E402
 from clipaway_jax.models import UNetConfig, VAEConfig  # noqa: E402
 from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline, RemovalOptions  # noqa: E402
 from clipaway_jax.schedulers import make_sampler  # noqa: E402
@@ -53,7 +54,7 @@ def main() -> None:
             lambda c, t: (one(*c, t), None), (sampler.init_state(x), x), jnp.asarray(sampler.timesteps)
         )[0][1]
 
-    looped, stepped = jax.jit(loop), jax.jit(one)
+    looped, stepped = xla.jit(loop), xla.jit(one)
     looped(x).block_until_ready()
     state = sampler.init_state(x)
     stepped(state, x, sampler.timesteps[0])[1].block_until_ready()

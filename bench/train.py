@@ -20,7 +20,8 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MID_ALPHA, MID_MLP, MID_UNET  # noqa: E402
 
-from clipaway_jax.models import (  # noqa: E402  # noqa: E402
+from clipaway_jax import xla  # noqa: E402
+from clipaway_jax.models import (  # noqa: E402
     CLIPAwayMLP,
     CLIPVisionConfig,
     CLIPVisionTransformer,
@@ -64,8 +65,8 @@ def mlp_cache_speedup(batch: int) -> None:
         updates, state = opt.update(grads, state)
         return loss, optax.apply_updates(params, updates), state
 
-    from_images = jax.jit(lambda p, s, f, im: update(p, s, *frozen_embeddings(alpha, encoder, f, im)))
-    cached = jax.jit(update)
+    from_images = xla.jit(lambda p, s, f, im: update(p, s, *frozen_embeddings(alpha, encoder, f, im)))
+    cached = xla.jit(update)
     x, y = frozen_embeddings(alpha, encoder, frozen, images)
     t_images = _step_time(from_images, params, state, frozen, images)
     t_cached = _step_time(cached, params, state, x, y)
@@ -82,7 +83,7 @@ def unet_remat_memory(batch: int) -> None:
         x = jnp.zeros((batch, size, size, unet.config.in_channels))
         ctx = jnp.zeros((batch, 77, unet.config.cross_attention_dim))
         loss = lambda p, unet=unet, x=x, ctx=ctx: jnp.mean(unet.apply(p, x, jnp.zeros((batch,)), ctx) ** 2)
-        grad = jax.jit(jax.grad(loss))
+        grad = xla.jit(jax.grad(loss))
         analysis = grad.lower(params).compile().memory_analysis()
         temp = getattr(analysis, "temp_size_in_bytes", float("nan"))
         print(f"UNet train step (mid, batch {batch}, {size}x{size} latents) remat={remat}: "

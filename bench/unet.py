@@ -18,11 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from clipaway_jax import xla
+
 
 def gemm_peak(n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of a large fp32 matmul, the best of JAX and torch."""
     a = np.random.rand(n, n).astype(np.float32)
-    mm = jax.jit(lambda x: x @ x)
+    mm = xla.jit(lambda x: x @ x)
     x = jnp.asarray(a)
     mm(x).block_until_ready()
     jax_best = min(_time(lambda: mm(x).block_until_ready()) for _ in range(repeats))
@@ -60,7 +62,10 @@ def main() -> None:
     context = rng.randn(2, 77, cross).astype(np.float32)
     t = np.array([500, 500])
     peak = gemm_peak()
-    print(f"devices {jax.devices()}, torch threads {torch.get_num_threads()}, fp32 GEMM peak {peak:.0f} GFLOP/s")
+    print(
+        f"devices {jax.devices()}, torch threads {torch.get_num_threads()}, fp32 GEMM peak {peak:.0f} GFLOP/s, "
+        f"XLA compiler options {xla.compiler_options()}"
+    )
 
     for dtype in ["float32", "bfloat16"] if args.dtype == "both" else [args.dtype]:
         run_one(dtype, config, params, reference, sample, context, t, peak, args.runs)
@@ -72,7 +77,7 @@ def run_one(dtype, config, params, reference, sample, context, t, peak, runs):
     jdt, tdt = (jnp.float32, torch.float32) if dtype == "float32" else (jnp.bfloat16, torch.bfloat16)
     model = UNet2DConditionModel(config, dtype=jdt)
     p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jdt), {"params": params})
-    compiled = jax.jit(model.apply).lower(p, sample, t, context).compile()
+    compiled = xla.jit(model.apply).lower(p, sample, t, context).compile()
     flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
     compiled(p, sample, t, context).block_until_ready()
     ref = reference.to(tdt)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from clipaway_jax import __version__
+from clipaway_jax import __version__, hostmem
 from clipaway_jax.models import (
     AutoencoderKL,
     CLIPAwayMLP,
@@ -131,12 +131,14 @@ def load_checkpoint(
     manifest = read_manifest(path)
     names = networks or list(manifest["networks"])
     checkpoint = Checkpoint(path, manifest)
+    hostmem.mmap_large_allocations()  # freed staging copies go back to the OS instead of staying resident
     with ocp.StandardCheckpointer() as checkpointer:
         for name in names:
             if name not in manifest["networks"]:
                 raise CheckpointError(f"{path}: no network {name!r}; it has {sorted(manifest['networks'])}")
             target = _restore_target(manifest["networks"][name], mesh, (shardings or {}).get(name), dtype, rules)
             checkpoint.params[name] = checkpointer.restore((path / "params" / name).absolute(), target)
+    hostmem.release_freed()
     return checkpoint
 
 

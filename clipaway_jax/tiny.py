@@ -279,6 +279,7 @@ FULL_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_
 def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full_size: bool = False) -> Path:
     """A diffusers SD-inpainting folder (unet/ vae/ text_encoder/ tokenizer/ scheduler/ model_index.json);
     `full_size` uses the published SD-1.5 inpainting configs (random weights, ~4.3 GB)."""
+    import diffusers
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -288,11 +289,7 @@ def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full
     folder = Path(folder)
     vocab = write_tokenizer(folder / "tokenizer")
     unet_cfg, vae_cfg = (UNetConfig().to_dict(), VAEConfig().to_dict()) if full_size else (TINY_UNET, TINY_VAE)
-    text_cfg = (
-        FULL_TEXT
-        if full_size
-        else dict(TINY_TEXT, vocab_size=vocab, eos_token_id=vocab - 1)
-    )
+    text_cfg = FULL_TEXT if full_size else dict(TINY_TEXT, vocab_size=vocab, eos_token_id=vocab - 1)
     torch.manual_seed(seed)
     randomize_(UNet2DConditionModel(**unet_cfg), seed).save_pretrained(folder / "unet", safe_serialization=safetensors)
     randomize_(AutoencoderKL(**vae_cfg), seed + 1).save_pretrained(folder / "vae", safe_serialization=safetensors)
@@ -302,6 +299,7 @@ def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     index = {
         "_class_name": "StableDiffusionInpaintPipeline",
+        "_diffusers_version": diffusers.__version__,
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
         "text_encoder": ["transformers", "CLIPTextModel"],

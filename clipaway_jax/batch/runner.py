@@ -108,7 +108,6 @@ class BatchRunner:
                  describer=None, guidance_mode: str = "clipaway", progress: bool = True):  # fmt: skip
         self.pipe, self.mesh, self.options, self.settings = pipe, mesh, options, settings
         self.describer, self.guidance_mode = describer, guidance_mode
-        self.program = pipe.program(options)
         self.progress = progress and jax.process_index() == 0
         self.summary = Summary()
         self.records: list[dict] = []
@@ -152,7 +151,7 @@ class BatchRunner:
                     args, real = self._global_batch(chunk, loaded, shape, local_batch)
                     if compiled is None:
                         start = time.perf_counter()
-                        compiled = self.program.lower(*args).compile()
+                        compiled = self.pipe.compiled(self.options, args)
                         self.summary.compile_seconds += time.perf_counter() - start
                     start = time.perf_counter()
                     pixels = self._local(compiled(*args))

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clipaway_jax import xla
 from clipaway_jax.models import focused_embeddings
 from clipaway_jax.preprocess import alpha_clip_inputs
 
@@ -153,7 +154,7 @@ class RegionDescriber:
         self.logit_scale = float(vision_entry.get("logit_scale", DEFAULT_LOGIT_SCALE))
         self.objects = self._vocab(objects, templates, tokenizer, cache_dir)
         self.scenes = self._vocab(scenes, templates, tokenizer, cache_dir)
-        self._score = jax.jit(region_probabilities, static_argnums=0)
+        self._score = xla.jit(region_probabilities, static_argnums=0)
 
     def _vocab(self, labels, templates, tokenizer, cache_dir) -> VocabFeatures:
         entry = self.checkpoint.manifest["networks"]["clip_text"]

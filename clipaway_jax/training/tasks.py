@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clipaway_jax import xla
 from clipaway_jax.preprocess import alpha_clip_inputs
 from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
 from clipaway_jax.training.data import decode_image, random_mask
@@ -58,7 +59,7 @@ def cache_embeddings(source, alpha_clip, image_encoder, frozen, out: Path, image
     out.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(devices=jax.local_devices())
     batch = per_device * mesh.size  # one fixed shape: the last batch is padded, so one compile
-    encode = jax.jit(lambda f, x: frozen_embeddings(alpha_clip, image_encoder, f, x))
+    encode = xla.jit(lambda f, x: frozen_embeddings(alpha_clip, image_encoder, f, x))
     frozen = jax.device_put(frozen, replicated(mesh))
     rank, count = jax.process_index(), jax.process_count()
     lo, hi = len(source) * rank // count, len(source) * (rank + 1) // count

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from clipaway_jax import xla
 from clipaway_jax.sharding import batch_sharding, param_shardings, replicated
 from clipaway_jax.training.data import LoaderState
 
@@ -105,7 +106,7 @@ class Trainer:
     def compiled(self, batch):
         if self._compiled is None:
             batch_shardings = jax.tree_util.tree_map(lambda x: batch_sharding(self.mesh, np.ndim(x)), batch)
-            step = jax.jit(self._step, in_shardings=(self.state_sharding, None, batch_shardings),
+            step = xla.jit(self._step, in_shardings=(self.state_sharding, None, batch_shardings),
                            out_shardings=(self.state_sharding, replicated(self.mesh)), donate_argnums=0)  # fmt: skip
             start = time.perf_counter()
             self._compiled = step.lower(self.state, self.frozen, batch).compile()
