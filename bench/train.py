@@ -95,7 +95,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     mlp_cache_speedup(args.batch)
-    unet_remat_memory(2)
+    for batch in (2, 8):
+        unet_remat_memory(batch)
 
 
 if __name__ == "__main__":
