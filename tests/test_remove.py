@@ -1,5 +1,7 @@
 """`clipaway-jax remove`: options, per-image determinism, compile reuse, and every bad input."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -95,6 +97,27 @@ def test_compiled_once_per_shape(pipe):
     pipe.remove(images, masks, options=options)
     pipe.remove(images + 0.5, masks, options=options, guidance_scale=3.0, ip_scale=0.5)
     assert [key[0] for key in pipe._compiled].count(options) == 1
+
+
+def test_a_new_pipeline_reuses_the_executable_on_disk_without_tracing(tiny_checkpoint, monkeypatch, caplog):
+    import jax
+
+    from clipaway_jax.pipelines import executables
+
+    options = RemovalOptions(steps=2, scheduler="euler")
+    images, masks = np.full((1, 128, 128, 3), 0.3, np.float32), np.ones((1, 128, 128), np.float32)
+    first = CLIPAwayPipeline.from_checkpoint(tiny_checkpoint).remove(images, masks, options=options)
+    folder = executables.cache_folder()
+    assert folder == Path(jax.config.jax_compilation_cache_dir) / "clipaway-executables"
+    fresh = CLIPAwayPipeline.from_checkpoint(tiny_checkpoint)
+    monkeypatch.setattr(fresh, "program", lambda _: pytest.fail("traced although the executable was on disk"))
+    np.testing.assert_array_equal(fresh.remove(images, masks, options=options), first)
+    for entry in folder.glob("*.pkl"):  # torn entries are rebuilt, with a warning
+        entry.write_bytes(b"torn")
+    monkeypatch.undo()
+    again = CLIPAwayPipeline.from_checkpoint(tiny_checkpoint).remove(images, masks, options=options)
+    np.testing.assert_array_equal(again, first)
+    assert "recompiling" in caplog.text
 
 
 def test_empty_mask_returns_the_input(tiny_checkpoint, pair, tmp_path, capsys):
