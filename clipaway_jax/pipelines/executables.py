@@ -39,6 +39,16 @@ def signature(*parts, args) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _compile_noting_cache_hits(compile_fn) -> tuple[jax.stages.Compiled, bool]:
+    hits = []
+    listener = lambda event, **_: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None
+    jax.monitoring.register_event_listener(listener)
+    try:
+        return compile_fn(), bool(hits)
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
+
+
 @functools.cache
 def _code_hash() -> str:
     """The library's own source: a changed model or sampler must not reuse an old program."""
@@ -57,10 +67,13 @@ def load_or_compile(key: str, compile_fn: Callable[[], jax.stages.Compiled]) -> 
             return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
         except Exception as err:  # noqa: BLE001 - a stale or torn entry is simply rebuilt
             log.warning("%s: unreadable cached executable (%s); recompiling", path, err)
-    compiled = compile_fn()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        tmp.write_bytes(pickle.dumps(serialize_executable.serialize(compiled)))
-        tmp.replace(path)
+    compiled, from_jax_cache = _compile_noting_cache_hits(compile_fn)
+    if path is None or from_jax_cache:
+        # An executable that JAX read back from its own cache serializes without its code ("Function ...
+        # not found" when run): leave that program to JAX's cache (a warm start then traces, too)
+        return compiled
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_bytes(pickle.dumps(serialize_executable.serialize(compiled)))
+    tmp.replace(path)
     return compiled
