@@ -120,6 +120,20 @@ def test_a_new_pipeline_reuses_the_executable_on_disk_without_tracing(tiny_check
     assert "recompiling" in caplog.text
 
 
+def test_a_program_from_jax_own_cache_is_not_stored(tiny_checkpoint):
+    """JAX's cache-loaded executables serialize without their code; storing one would break the next run."""
+    from clipaway_jax.pipelines import executables
+
+    options = RemovalOptions(steps=3, scheduler="ddim")
+    images, masks = np.full((1, 128, 128, 3), 0.6, np.float32), np.ones((1, 128, 128), np.float32)
+    first = CLIPAwayPipeline.from_checkpoint(tiny_checkpoint).remove(images, masks, options=options)
+    for entry in executables.cache_folder().glob("*.pkl"):
+        entry.unlink()  # JAX's cache still holds the program
+    second = CLIPAwayPipeline.from_checkpoint(tiny_checkpoint).remove(images, masks, options=options)
+    assert not list(executables.cache_folder().glob("*.pkl"))
+    np.testing.assert_array_equal(second, first)
+
+
 def test_empty_mask_returns_the_input(tiny_checkpoint, pair, tmp_path, capsys):
     image, _ = pair
     empty = _save(tmp_path / "empty.png", np.zeros((96, 160), np.uint8))
