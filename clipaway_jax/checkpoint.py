@@ -23,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from clipaway_jax import __version__, hostmem
+from clipaway_jax.atomic import write_atomic
 from clipaway_jax.models import (
     AutoencoderKL,
     CLIPAwayMLP,
@@ -98,9 +99,7 @@ def save_network(root: Path, name: str, params: Any) -> None:
 
 def write_manifest(root: Path, manifest: dict) -> None:
     manifest = {"format": FORMAT, "package_version": __version__, **manifest}
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    tmp.replace(root / MANIFEST)
+    write_atomic(root / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2, sort_keys=True).encode()))
 
 
 def read_manifest(path: str | Path) -> dict:

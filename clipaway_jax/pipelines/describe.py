@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipaway_jax import xla
+from clipaway_jax.atomic import write_atomic
 from clipaway_jax.models import focused_embeddings
 from clipaway_jax.preprocess import alpha_clip_inputs
 
@@ -93,11 +93,7 @@ def cached_vocab(cache_dir: str | Path | None, key_parts: list, compute) -> Voca
         data = np.load(path, allow_pickle=False)
         return VocabFeatures(tuple(data["labels"].tolist()), data["features"])
     result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, labels=np.asarray(result.labels), features=result.features)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.savez(f, labels=np.asarray(result.labels), features=result.features))
     return result
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import jax
 from jax.experimental import serialize_executable
 
 from clipaway_jax import xla
+from clipaway_jax.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,5 @@ def load_or_compile(key: str, compile_fn: Callable[[], jax.stages.Compiled]) -> 
         # An executable that JAX read back from its own cache serializes without its code ("Function ...
         # not found" when run): leave that program to JAX's cache (a warm start then traces, too)
         return compiled
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_bytes(pickle.dumps(serialize_executable.serialize(compiled)))
-    tmp.replace(path)
+    write_atomic(path, lambda f: pickle.dump(serialize_executable.serialize(compiled), f))
     return compiled

@@ -3,8 +3,6 @@ write atomically. Device-side mask ops (binarize, dilate, latent-grid mask) are 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from clipaway_jax.atomic import write_atomic
 
 
 class ImageError(ValueError):
@@ -137,17 +137,8 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 def write_png_atomic(path: str | Path, image: np.ndarray) -> Path:
     """Write via a temporary file in the same folder and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(to_uint8(image) if image.dtype != np.uint8 else image).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    pixels = Image.fromarray(to_uint8(image) if image.dtype != np.uint8 else image)
+    return write_atomic(path, lambda f: pixels.save(f, format="PNG"))
 
 
 def grid(panels: list[np.ndarray], pad: int = 4) -> np.ndarray:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipaway_jax import xla
+from clipaway_jax.atomic import write_atomic
 from clipaway_jax.preprocess import alpha_clip_inputs
 from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
 from clipaway_jax.training.data import decode_image, random_mask
@@ -71,23 +72,15 @@ def cache_embeddings(source, alpha_clip, image_encoder, frozen, out: Path, image
         for name, value in zip(parts, encode(frozen, jax.device_put(padded, batch_sharding(mesh, 4)))):
             parts[name].append(np.asarray(value)[: len(indices)])
     for name, values in parts.items():
-        _save_atomic(out / f"{name}.{rank:05d}-of-{count:05d}.npy", np.concatenate(values))
+        array = np.concatenate(values)
+        write_atomic(out / f"{name}.{rank:05d}-of-{count:05d}.npy", lambda f, a=array: np.save(f, a))
     if count > 1:
         multihost_utils.sync_global_devices("clipaway-jax embeddings cached")
     if rank == 0:
         files = {name: [f"{name}.{r:05d}-of-{count:05d}.npy" for r in range(count)] for name in parts}
         manifest = {"count": len(source), "image_size": image_size, "files": files}
-        tmp = out / ".manifest.json.partial"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.replace(out / "manifest.json")
+        write_atomic(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
     return out
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    tmp.replace(path)
 
 
 def load_cached_embeddings(folder: Path) -> dict[str, np.ndarray]:
