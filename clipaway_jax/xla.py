@@ -28,10 +28,9 @@ CPU_OPTIONS = {
 }
 
 
-def compiler_options(platform: str | None = None) -> dict[str, str] | None:
-    """Options for programs on `platform` (default: JAX's default backend); None means XLA's defaults."""
-    platform = platform or jax.default_backend()
-    if platform != "cpu" or os.environ.get("CLIPAWAY_JAX_XLA_DEFAULTS") or not _cpu_options_known():
+def compiler_options() -> dict[str, str] | None:
+    """Options for programs on JAX's default backend; None means XLA's defaults."""
+    if jax.default_backend() != "cpu" or os.environ.get("CLIPAWAY_JAX_XLA_DEFAULTS") or not _cpu_options_known():
         return None
     return dict(CPU_OPTIONS)
 

@@ -270,12 +270,9 @@ def _loop(args, cfg, trainer, iterator, checkpoints, load, holdout, bar):
 
 
 def _validation(trainer, load, holdout, cfg):
-    import jax
     import numpy as np
 
-    batch = trainer.global_batch(load(np.arange(min(holdout, cfg.global_batch))))
-    loss = jax.jit(trainer.loss_fn)(trainer.state.params, trainer.frozen, batch, jax.random.key(0))
-    return float(loss)
+    return trainer.eval_loss(load(np.arange(min(holdout, cfg.global_batch))))
 
 
 def export(base: Path, out: Path, network: str, params, entry: dict) -> None:

@@ -226,8 +226,8 @@ class CLIPAwayPipeline:
         memory goes back to the OS before the first run, which lowers the peak by ~0.5 GB at full size)."""
         from clipaway_jax.pipelines import executables
 
-        batch = jax.tree_util.tree_map(lambda a: (np.shape(a), str(getattr(a, "dtype", type(a)))), args[1:])
-        key = (options, tuple(jax.tree_util.tree_leaves(batch, is_leaf=lambda x: isinstance(x, tuple))))
+        batch = jax.tree_util.tree_leaves(args[1:])  # the params (args[0]) are fixed for this pipeline
+        key = (options, tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in batch))
         if key not in self._compiled:
             networks = {name: entry.get("config") for name, entry in self.checkpoint.manifest["networks"].items()}
             parts = (repr(options), repr(self.mesh), networks, self.scheduler_config, str(self.nets.unet.dtype))

@@ -51,13 +51,16 @@ class TrainState:
     opt_state: Any
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+def learning_rate(cfg: TrainConfig) -> optax.Schedule:
     if cfg.schedule == "warmup_cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(1, cfg.warmup_steps), max(cfg.steps, 2))
-    elif cfg.schedule == "constant":
-        lr = optax.constant_schedule(cfg.learning_rate)
-    else:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}")
+        return optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(1, cfg.warmup_steps), max(cfg.steps, 2))
+    if cfg.schedule == "constant":
+        return optax.constant_schedule(cfg.learning_rate)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    lr = learning_rate(cfg)
     parts = [optax.clip_by_global_norm(cfg.clip_grad_norm)] if cfg.clip_grad_norm > 0 else []
     if cfg.optimizer == "adam":
         parts += [optax.add_decayed_weights(cfg.weight_decay), optax.scale_by_adam(), optax.scale_by_learning_rate(lr)]
@@ -76,7 +79,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, loss_fn: Callable, abstract_params, params, workdir: Path, mesh,
                  rules, frozen=None):  # fmt: skip
         self.cfg, self.mesh, self.workdir = cfg, mesh, Path(workdir)
-        self.optimizer = make_optimizer(cfg)
+        self.optimizer, self.schedule = make_optimizer(cfg), learning_rate(cfg)
         p_shard = param_shardings(abstract_params, mesh, rules)["params"]
         params = jax.device_put(flax.core.meta.unbox(params), p_shard)
         opt_state = jax.jit(self.optimizer.init, out_shardings=None)(params)
@@ -87,6 +90,7 @@ class Trainer:
         self.state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)), params, opt_state)
         self.frozen = frozen
         self.loss_fn = loss_fn
+        self._eval = xla.jit(loss_fn)
         self.key = jax.random.key(cfg.seed)
         self._compiled = None
         self.log = MetricsLog(self.workdir)
@@ -129,11 +133,12 @@ class Trainer:
         return {"step": step, **metrics}
 
     def lr(self, step: int) -> float:
-        cfg = self.cfg
-        if cfg.schedule == "warmup_cosine":
-            return float(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(1, cfg.warmup_steps),
-                                                            max(cfg.steps, 2))(step))  # fmt: skip
-        return cfg.learning_rate
+        return float(self.schedule(step))
+
+    def eval_loss(self, local_batch: dict) -> float:
+        """The loss on a batch without updating (validation; fixed key, same compiler options as training)."""
+        batch = self.global_batch(local_batch)
+        return float(self._eval(self.state.params, self.frozen, batch, jax.random.key(0)))
 
 
 class Checkpoints:
