@@ -1,6 +1,5 @@
 """CLIP text encoder, text features, the ViT-H image encoder and AlphaCLIP equal their torch originals."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from fixtures import (
     write_tokenizer,
 )
 
+from clipaway_jax import xla
 from clipaway_jax.convert.networks import alpha_clip_config, convert_alpha_clip, convert_text, convert_vision
 from clipaway_jax.models import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionTransformer
 from clipaway_jax.models.clip import zero_shot_logits
@@ -44,7 +44,7 @@ def test_text_encoder_equals_transformers(tokenizer):
     ids = tokenize(tokenizer, PROMPTS)
     with torch.no_grad():
         expected = reference(torch.from_numpy(ids).long())
-    out = jax.jit(model.apply)(params, ids)
+    out = xla.jit(model.apply)(params, ids)
     assert_close(out.last_hidden_state, expected.last_hidden_state.numpy(), "last_hidden_state")
     assert_close(out.pooler_output, expected.pooler_output.numpy(), "pooler_output")
 
@@ -140,7 +140,7 @@ def test_alpha_clip_equals_reference(resolution, alpha_kind):
     }[alpha_kind].astype(np.float32)
     with torch.no_grad():
         expected = reference(torch.from_numpy(pixels), torch.from_numpy(alpha)).numpy()
-    out = jax.jit(CLIPVisionTransformer(config).apply)(params, nhwc(pixels), nhwc(alpha))
+    out = xla.jit(CLIPVisionTransformer(config).apply)(params, nhwc(pixels), nhwc(alpha))
     assert_close(out.image_embeds, expected, f"alpha-clip @{resolution} alpha={alpha_kind}")
 
 
@@ -212,7 +212,7 @@ def test_full_size_alpha_clip_equals_reference(resolution):
     alpha = _mask_alpha(2, resolution).astype(np.float32)
     with torch.no_grad():
         expected = reference(torch.from_numpy(pixels), torch.from_numpy(alpha)).numpy()
-    out = jax.jit(CLIPVisionTransformer(config).apply)(params, nhwc(pixels), nhwc(alpha))
+    out = xla.jit(CLIPVisionTransformer(config).apply)(params, nhwc(pixels), nhwc(alpha))
     err = assert_close(out.image_embeds, expected, f"full alpha-clip @{resolution}")
     print(f"full-size AlphaCLIP ViT-L/14@{resolution} max abs error {err:.3g}")
 
@@ -225,7 +225,7 @@ def test_full_size_vit_h_equals_transformers():
     pixels = np.random.RandomState(0).randn(2, 3, 224, 224).astype(np.float32)
     with torch.no_grad():
         expected = reference(torch.from_numpy(pixels)).image_embeds.numpy()
-    out = jax.jit(CLIPVisionTransformer(config).apply)({"params": params}, nhwc(pixels))
+    out = xla.jit(CLIPVisionTransformer(config).apply)({"params": params}, nhwc(pixels))
     err = assert_close(out.image_embeds, expected, "full ViT-H/14")
     print(f"full-size ViT-H/14 max abs error {err:.3g}")
 

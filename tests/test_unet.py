@@ -2,13 +2,13 @@
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from fixtures import assert_close, ip_adapter_state_dict, nchw, nhwc, numpy_state, torch_unet
 
+from clipaway_jax import xla
 from clipaway_jax.convert.engine import ConversionError
 from clipaway_jax.convert.networks import convert_image_proj, convert_unet
 from clipaway_jax.models import ImageProjection, UNet2DConditionModel, UNetConfig
@@ -41,7 +41,7 @@ def _torch_forward(unet, inputs, t, embeds=None):
 def test_unet_equals_diffusers(reference, timesteps):
     unet, _, config, inputs = reference
     params = convert_unet(numpy_state(unet), config)
-    out = jax.jit(UNet2DConditionModel(config).apply)(
+    out = xla.jit(UNet2DConditionModel(config).apply)(
         {"params": params}, nhwc(inputs["sample"]), jnp.asarray(timesteps), inputs["context"]
     )
     assert_close(nchw(out), _torch_forward(unet, inputs, timesteps), "unet")
@@ -60,7 +60,7 @@ def test_unet_with_ip_adapter_equals_diffusers(reference, timesteps):
     params = convert_unet(numpy_state(unet), config, ip_adapter=state)
     proj_params, (embed_dim, cross) = convert_image_proj({k: v.numpy() for k, v in ip["image_proj"].items()})
     tokens = ImageProjection(4, cross).apply({"params": proj_params}, inputs["embeds"])
-    out = jax.jit(UNet2DConditionModel(config).apply)(
+    out = xla.jit(UNet2DConditionModel(config).apply)(
         {"params": params}, nhwc(inputs["sample"]), jnp.asarray(timesteps), inputs["context"], tokens, 1.0
     )
     assert_close(nchw(out), expected, "unet + ip-adapter")
@@ -70,7 +70,7 @@ def test_ip_scale_zero_is_the_plain_unet(reference):
     unet, ip, config, inputs = reference
     state = {k: v.numpy() for k, v in ip["ip_adapter"].items()}
     params = {"params": convert_unet(numpy_state(unet), config, ip_adapter=state)}
-    apply = jax.jit(UNet2DConditionModel(config).apply)
+    apply = xla.jit(UNet2DConditionModel(config).apply)
     tokens = jnp.ones((2, 4, 32))
     args = (nhwc(inputs["sample"]), jnp.asarray([5, 5]), inputs["context"])
     np.testing.assert_allclose(apply(params, *args, tokens, 0.0), apply(params, *args), atol=1e-6)
@@ -120,7 +120,7 @@ def test_full_size_unet_equals_diffusers():
     expected = _torch_forward(unet, inputs, [999, 500])
     params = convert_unet(numpy_state(unet), config)
     del unet
-    out = jax.jit(UNet2DConditionModel(config).apply)(
+    out = xla.jit(UNet2DConditionModel(config).apply)(
         {"params": params}, nhwc(inputs["sample"]), jnp.asarray([999, 500]), inputs["context"]
     )
     err = assert_close(nchw(out), expected, "full-size unet")

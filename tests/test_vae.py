@@ -6,6 +6,7 @@ import pytest
 import torch
 from fixtures import assert_close, nchw, nhwc, numpy_state, torch_vae
 
+from clipaway_jax import xla
 from clipaway_jax.convert.networks import convert_vae
 from clipaway_jax.models import AutoencoderKL, VAEConfig
 
@@ -25,7 +26,7 @@ def test_encode_equals_diffusers(vae):
     images = np.random.RandomState(0).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
         dist = vae.encode(torch.from_numpy(images)).latent_dist
-    posterior = jax.jit(lambda p, x: model.apply(p, x, method="encode"))(params, nhwc(images))
+    posterior = xla.jit(lambda p, x: model.apply(p, x, method="encode"))(params, nhwc(images))
     assert_close(nchw(posterior.mean), dist.mean.numpy(), "vae mean")
     assert_close(nchw(posterior.logvar), dist.logvar.numpy(), "vae logvar")
 
@@ -35,7 +36,7 @@ def test_decode_equals_diffusers(vae):
     latents = np.random.RandomState(1).randn(2, 4, 4, 4).astype(np.float32)
     with torch.no_grad():
         expected = vae.decode(torch.from_numpy(latents)).sample.numpy()
-    out = jax.jit(lambda p, z: model.apply(p, z, method="decode"))(params, nhwc(latents))
+    out = xla.jit(lambda p, z: model.apply(p, z, method="decode"))(params, nhwc(latents))
     assert_close(nchw(out), expected, "vae decode")
 
 
