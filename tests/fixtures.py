@@ -172,3 +172,31 @@ def nchw(x) -> np.ndarray:
 
 def nhwc(x) -> np.ndarray:
     return np.asarray(x).transpose(0, 2, 3, 1)
+
+
+# --- The original CLIPAway's preprocessing, transcribed from torchvision (which cannot be installed here) ---
+
+
+def original_alpha_clip_inputs(image, mask, size: int):
+    """What CLIPAway feeds AlphaCLIP for a PIL RGB `image` and PIL L `mask`: AlphaCLIP's `_transform(size)`
+    (torchvision Resize(size, BICUBIC) on the PIL image, CenterCrop, ToTensor, Normalize) and its
+    `mask_transform` (ToTensor, Resize((size, size)) on the tensor, Normalize(0.5, 0.26)); NCHW tensors."""
+    import torch
+    from PIL import Image
+
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)  # torchvision's _compute_resized_output_size
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    resized = image.resize((new_w, new_h), Image.BICUBIC)  # F_pil.resize
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))  # F.center_crop
+    cropped = resized.crop((left, top, left + size, top + size))
+    to_tensor = lambda pic: torch.from_numpy(np.array(pic, copy=True)).reshape(pic.size[1], pic.size[0], -1)
+    pixels = to_tensor(cropped).permute(2, 0, 1).contiguous().float().div(255)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
+    pixels = pixels.sub(mean).div(std)
+    alpha = to_tensor(mask).permute(2, 0, 1).float().div(255)
+    alpha = torch.nn.functional.interpolate(alpha[None], size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=True)[0]  # fmt: skip
+    return pixels[None], alpha.sub(0.5).div(0.26)[None], np.asarray(cropped)

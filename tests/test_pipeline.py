@@ -17,15 +17,16 @@ def setup(published, tiny_checkpoint):
     return published, CLIPAwayPipeline.from_checkpoint(tiny_checkpoint)
 
 
-def _inputs(batch=2):
+def _inputs(batch=2, size=(SIZE, SIZE)):
     rng = np.random.RandomState(0)
-    yy, xx = np.mgrid[:SIZE, :SIZE] / SIZE
+    h, w = size
+    yy, xx = np.mgrid[:h, :w] / max(h, w)
     images = np.stack([np.stack([np.sin(6 * xx + i), np.cos(5 * yy - i), xx * yy], -1) for i in range(batch)])
-    images = np.clip(0.5 + 0.4 * images + 0.05 * rng.randn(batch, SIZE, SIZE, 3), 0, 1).astype(np.float32)
-    masks = np.zeros((batch, SIZE, SIZE), np.float32)
-    masks[0, 30:80, 40:100] = 1.0
-    masks[1, 60:120, 10:50] = 1.0
-    latents = rng.randn(batch, SIZE // 8, SIZE // 8, 4).astype(np.float32)
+    images = np.clip(0.5 + 0.4 * images + 0.05 * rng.randn(batch, h, w, 3), 0, 1).astype(np.float32)
+    masks = np.zeros((batch, h, w), np.float32)
+    masks[0, h // 4 : 5 * h // 8, w // 3 : 4 * w // 5] = 1.0
+    masks[1, h // 2 : 15 * h // 16, w // 12 : 2 * w // 5] = 1.0
+    latents = rng.randn(batch, h // 8, w // 8, 4).astype(np.float32)
     return images, masks, latents
 
 
@@ -76,12 +77,13 @@ def _torch_pipeline(files, scheduler_name, with_ip_adapter=True):
     return pipe
 
 
-@pytest.mark.parametrize("scheduler", ["pndm", "ddim"])
-def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, monkeypatch):
+@pytest.mark.parametrize("scheduler, size", [("pndm", (SIZE, SIZE)), ("ddim", (SIZE, SIZE)), ("pndm", (72, 88))])
+def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, size, monkeypatch):
+    """72x88: any multiple of the VAE factor, as diffusers (9x11 latents, not divisible by the UNet's 4)."""
     import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint as inpaint
 
     files, pipe = setup
-    images, masks, latents = _inputs()
+    images, masks, latents = _inputs(size=size)
     # The masked image's VAE posterior is sampled from framework-specific RNGs; both sides use its mean here.
     original = inpaint.retrieve_latents
     monkeypatch.setattr(inpaint, "retrieve_latents", lambda out, generator=None, sample_mode="sample":
@@ -98,8 +100,8 @@ def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, monkeypatch
                 mask_image=torch.from_numpy(masks[i : i + 1, None].copy()),
                 ip_adapter_image_embeds=[embeds[[i, len(images) + i]]],
                 latents=torch.from_numpy(latents[i : i + 1].transpose(0, 3, 1, 2).copy()),
-                height=SIZE,
-                width=SIZE,
+                height=size[0],
+                width=size[1],
                 num_inference_steps=50,
                 guidance_scale=7.5,
                 strength=1.0,
@@ -109,7 +111,7 @@ def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, monkeypatch
     options = RemovalOptions(steps=50, scheduler=scheduler, dilate_iterations=0, posterior="mode")
     out = pipe.remove(images, masks, latents=latents, guidance_scale=7.5, options=options)
     diff = np.abs(out - expected)
-    print(f"{scheduler}: mean abs diff {diff.mean():.2e}, max {diff.max():.2e}")
+    print(f"{scheduler} {size}: mean abs diff {diff.mean():.2e}, max {diff.max():.2e}")
     assert diff.mean() <= 1e-3 and diff.max() <= 1e-2
     assert np.abs(expected - images).mean() > 0.05, "the reference must actually repaint for this to test anything"
     assert ((expected > 0.02) & (expected < 0.98)).mean() > 0.2, "mostly saturated pixels would hide differences"

@@ -69,6 +69,25 @@ def test_keep_aspect_round_trip_is_exact():
     np.testing.assert_array_equal(undo_fit(padded, fit), image)
 
 
+def test_sizes_are_multiples_of_the_vae_factor_as_diffusers():
+    import argparse
+
+    from clipaway_jax.commands.pipeline_args import parse_size
+
+    assert parse_size("72x88") == (72, 88) and parse_size("32") == (32, 32)  # a sample_size-4 model's default
+    with pytest.raises(argparse.ArgumentTypeError, match="multiples of 8"):
+        parse_size("70")
+    assert plan_fit((100, 70), None, keep_aspect=False).size == (96, 64)  # rounded down, as diffusers
+
+
+def test_remove_at_a_size_not_divisible_by_64(tiny_checkpoint, pair, tmp_path, capsys):
+    image, mask = pair
+    out = tmp_path / "odd.png"
+    code, text = _remove(capsys, image, mask, "-o", out, "--checkpoint", tiny_checkpoint, "--size", "72x88")
+    assert code == 0, text
+    assert Image.open(out).size == Image.open(image).size
+
+
 def test_keep_aspect_output_has_input_size(tiny_checkpoint, pair, tmp_path, capsys):
     image, mask = pair
     out = tmp_path / "aspect.png"

@@ -66,6 +66,18 @@ def test_unet_with_ip_adapter_equals_diffusers(reference, timesteps):
     assert_close(nchw(out), expected, "unet + ip-adapter")
 
 
+def test_unet_at_latents_not_divisible_by_its_downsampling_equals_diffusers(reference):
+    """9x11 latents (a 72x88 image): diffusers upsamples to each skip's size; so must we."""
+    unet, _, config, _ = reference
+    rng = np.random.RandomState(1)
+    inputs = dict(sample=rng.randn(2, 9, 9, 11).astype(np.float32), context=rng.randn(2, 7, 32).astype(np.float32))
+    params = convert_unet(numpy_state(unet), config)
+    out = xla.jit(UNet2DConditionModel(config).apply)(
+        {"params": params}, nhwc(inputs["sample"]), jnp.asarray([999, 250]), inputs["context"]
+    )
+    assert_close(nchw(out), _torch_forward(unet, inputs, [999, 250]), "unet at 9x11 latents")
+
+
 def test_ip_scale_zero_is_the_plain_unet(reference):
     unet, ip, config, inputs = reference
     state = {k: v.numpy() for k, v in ip["ip_adapter"].items()}
@@ -108,20 +120,22 @@ def test_text_to_image_unet_is_explained(reference):
 
 
 @pytest.mark.slow
-def test_full_size_unet_equals_diffusers():
-    """SD-1.5 inpainting config at 64x64 latents, batch 2, 77 tokens (random weights)."""
+@pytest.mark.parametrize("latents", [64, 65])
+def test_full_size_unet_equals_diffusers(latents):
+    """SD-1.5 inpainting config at 64x64 latents (512 px) and 65x65 (520 px), batch 2, 77 tokens."""
     from diffusers import UNet2DConditionModel as TorchUNet
 
     torch.manual_seed(0)
     unet = TorchUNet(**UNetConfig().to_dict()).eval()
     config = UNetConfig.from_dict(json.loads(json.dumps(dict(unet.config))))
     rng = np.random.RandomState(0)
-    inputs = dict(sample=rng.randn(2, 9, 64, 64).astype(np.float32), context=rng.randn(2, 77, 768).astype(np.float32))
+    sample = rng.randn(2, 9, latents, latents).astype(np.float32)
+    inputs = dict(sample=sample, context=rng.randn(2, 77, 768).astype(np.float32))
     expected = _torch_forward(unet, inputs, [999, 500])
     params = convert_unet(numpy_state(unet), config)
     del unet
     out = xla.jit(UNet2DConditionModel(config).apply)(
         {"params": params}, nhwc(inputs["sample"]), jnp.asarray([999, 500]), inputs["context"]
     )
-    err = assert_close(nchw(out), expected, "full-size unet")
-    print(f"full-size UNet max abs error {err:.3g} (scale {np.abs(expected).max():.3g})")
+    err = assert_close(nchw(out), expected, f"full-size unet at {latents}x{latents} latents")
+    print(f"full-size UNet, {latents}x{latents} latents: max abs error {err:.3g} (scale {np.abs(expected).max():.3g})")

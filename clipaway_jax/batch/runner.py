@@ -31,7 +31,7 @@ from clipaway_jax.sharding import DATA, FSDP, batch_sharding
 @dataclass
 class BatchSettings:
     out: Path
-    size: tuple[int, int] | None  # None: each image's own size rounded to 64 (bucketed by shape)
+    size: tuple[int, int] | None  # None: each image's own size rounded down to 8 (bucketed by shape)
     keep_aspect: bool = False
     per_device_batch: int = 1
     overwrite: bool = False

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--native-size",
         action="store_true",
-        help="keep each image's size (rounded to 64) instead of --size; shapes are bucketed",
+        help="keep each image's size (rounded down to a multiple of 8) instead of --size; shapes are bucketed",
     )
     p.add_argument("--overwrite", action="store_true", help="redo images whose output exists")
     p.add_argument("--grid", action="store_true", help="also write comparison grids to OUT/grids/")

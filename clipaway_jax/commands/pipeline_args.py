@@ -8,6 +8,7 @@ from pathlib import Path
 
 from clipaway_jax.pipelines.clipaway import RemovalOptions
 from clipaway_jax.pipelines.guidance import MODES
+from clipaway_jax.pipelines.images import SIZE_MULTIPLE
 from clipaway_jax.pipelines.run import DEFAULT_CACHE_DIR
 from clipaway_jax.schedulers import SAMPLERS
 
@@ -17,8 +18,8 @@ def parse_size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x")) if "x" in text else (int(text),) * 2
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
-    if h % 64 or w % 64 or h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"size {h}x{w}: both sides must be positive multiples of 64")
+    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size {h}x{w}: both sides must be positive multiples of {SIZE_MULTIPLE}")
     return h, w
 
 
@@ -68,7 +69,7 @@ def add(p: argparse.ArgumentParser) -> None:
         "--size",
         type=parse_size,
         default=None,
-        help="model input size N or HxW, multiples of 64 (default: the UNet's, 512 for SD-1.5)",
+        help="model input size N or HxW, multiples of 8 (default: the UNet's, 512 for SD-1.5)",
     )
     g.add_argument(
         "--keep-aspect", action="store_true", help="resize preserving aspect ratio and pad (undone on output)"

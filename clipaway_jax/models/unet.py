@@ -263,7 +263,9 @@ class UNet2DConditionModel(nn.Module):
         n = cfg.layers_per_block + 1
         for i, block_type in enumerate(cfg.up_block_types):
             skips, block_skips = skips[:-n], skips[-n:]
-            x = self._up_block(i, block_type, x, block_skips, temb, cond)
+            # Upsample to the next skip's size: diffusers' `upsample_size`, for latents of any multiple of 8.
+            size = skips[-1].shape[1:3] if skips else None
+            x = self._up_block(i, block_type, x, block_skips, temb, cond, size)
 
         x = jax.nn.silu(group_norm(cfg.norm_num_groups, cfg.norm_eps, "conv_norm_out", self.dtype)(x))
         return conv(cfg.out_channels, "conv_out", dtype=self.dtype)(x)
@@ -307,7 +309,7 @@ class UNet2DConditionModel(nn.Module):
         )
         return block(x, temb, cond)
 
-    def _up_block(self, i, block_type, x, skips, temb, cond):
+    def _up_block(self, i, block_type, x, skips, temb, cond, upsample_size):
         cfg = self.config
         n = len(cfg.block_out_channels)
         block = self._block(UpBlock)(
@@ -315,6 +317,7 @@ class UNet2DConditionModel(nn.Module):
             num_layers=cfg.layers_per_block + 1,
             with_attention=block_type == CROSS_ATTN_UP,
             upsample=i < n - 1,
+            upsample_size=upsample_size,
             **self._block_args(n - 1 - i, cfg.heads[::-1][i]),
             name=f"up_blocks_{i}",
         )
@@ -388,6 +391,7 @@ class UpBlock(_Block):
     num_layers: int = 3
     with_attention: bool = True
     upsample: bool = True
+    upsample_size: tuple[int, int] | None = None  # the next skip's (H, W); None = exactly 2x
 
     @nn.compact
     def __call__(self, x, skips, temb, cond):
@@ -397,7 +401,7 @@ class UpBlock(_Block):
             if self.with_attention:
                 x = self.transformer(f"attentions_{j}")(x, **cond)
         if self.upsample:
-            x = Upsample2D(self.channels, self.dtype, name="upsamplers_0")(x)
+            x = Upsample2D(self.channels, self.dtype, name="upsamplers_0")(x, self.upsample_size)
         return x
 
 
@@ -416,8 +420,10 @@ class Upsample2D(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, size=None):
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest-neighbour 2x, as F.interpolate
+        if size is not None:  # F.interpolate(size=2n-1, "nearest") picks the same rows as 2x then crop
+            x = x[:, : size[0], : size[1]]
         return conv(self.channels, "conv", dtype=self.dtype)(x)
 
 

@@ -239,7 +239,7 @@ class CLIPAwayPipeline:
 
     def remove(
         self,
-        images: np.ndarray,  # [B, H, W, 3] in [0, 1], H and W multiples of 64
+        images: np.ndarray,  # [B, H, W, 3] in [0, 1], H and W multiples of the VAE factor (8)
         masks: np.ndarray,  # [B, H, W] in [0, 1]
         *,
         seed: int = 0,
@@ -256,10 +256,10 @@ class CLIPAwayPipeline:
         """`token_source` / `inpaint_full`: the original's diagnostics (generate the whole image from MLP(e_f),
         MLP(e_b) or the projection); they reuse the compiled program."""
         images, masks = np.asarray(images, np.float32), np.asarray(masks, np.float32)
-        if images.ndim != 4 or masks.shape != images.shape[:3] or images.shape[1] % 64 or images.shape[2] % 64:
-            raise ValueError(
-                f"images {images.shape} / masks {masks.shape}: need [B, H, W, 3] and [B, H, W], H, W % 64 == 0"
-            )
+        factor = self.nets.vae.config.scale_factor
+        if images.ndim != 4 or masks.shape != images.shape[:3] or images.shape[1] % factor or images.shape[2] % factor:
+            raise ValueError(f"images {images.shape} / masks {masks.shape}: need [B, H, W, 3] and [B, H, W] with "
+                             f"H and W multiples of the VAE factor {factor}")  # fmt: skip
         b = images.shape[0]
         names = list(range(b)) if names is None else list(names)
         per_image = lambda text: [text] * b if isinstance(text, str) else list(text)

@@ -1,4 +1,4 @@
-"""Host-side image I/O and geometry for the pipelines: read, fit to a multiple of 64, undo the fit,
+"""Host-side image I/O and geometry for the pipelines: read, fit to a multiple of 8, undo the fit,
 write atomically. Device-side mask ops (binarize, dilate, latent-grid mask) are JAX functions."""
 
 from __future__ import annotations
@@ -59,17 +59,20 @@ class Fit:
     """How an input was fitted to the model's size, so the output can be mapped back exactly."""
 
     original: tuple[int, int]  # (H, W) of the input
-    size: tuple[int, int]  # (H, W) fed to the model, multiples of 64
+    size: tuple[int, int]  # (H, W) fed to the model, multiples of SIZE_MULTIPLE
     content: tuple[int, int, int, int]  # (top, left, height, width) of the image inside `size`
 
 
+SIZE_MULTIPLE = 8  # SD's VAE factor: diffusers' inpainting pipeline takes any multiple of it
+
+
 def plan_fit(original: tuple[int, int], size: tuple[int, int] | None, keep_aspect: bool) -> Fit:
-    """`size=None` keeps the input's size rounded to a multiple of 64 (min 64)."""
+    """`size=None` keeps the input's size rounded down to a multiple of 8, as diffusers (min 8)."""
     h, w = original
     if size is None:
-        size = (max(64, round(h / 64) * 64), max(64, round(w / 64) * 64))
-    if any(s % 64 for s in size):
-        raise ImageError(f"size {size} must be multiples of 64")
+        size = tuple(max(SIZE_MULTIPLE, s - s % SIZE_MULTIPLE) for s in (h, w))
+    if any(s % SIZE_MULTIPLE for s in size):
+        raise ImageError(f"size {size} must be multiples of {SIZE_MULTIPLE}")
     if not keep_aspect:
         return Fit(original, size, (0, 0, *size))
     scale = min(size[0] / h, size[1] / w)
@@ -97,11 +100,19 @@ def undo_fit(array: np.ndarray, fit: Fit) -> np.ndarray:
 def _resize(array: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
     if array.shape[:2] == size:
         return array.astype(np.float32)
+    if array.ndim == 3 and array.shape[-1] == 3 and _is_8bit(array):
+        # An image read from an 8-bit file is resized as the original does: Pillow on the uint8 RGB image.
+        resized = Image.fromarray(to_uint8(array)).resize(size[::-1], resample)
+        return np.asarray(resized, np.float32) / 255.0
     if array.ndim == 2:
         image = Image.fromarray(array.astype(np.float32), mode="F")
         return np.asarray(image.resize(size[::-1], resample), np.float32)
     channels = [_resize(array[..., c], size, resample) for c in range(array.shape[-1])]
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+
+
+def _is_8bit(array: np.ndarray) -> bool:
+    return bool(np.array_equal(to_uint8(array).astype(np.float32) / 255.0, array))
 
 
 def binarize(masks: jax.Array) -> jax.Array:

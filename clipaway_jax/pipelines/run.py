@@ -33,19 +33,24 @@ class Prepared:
 
 
 def prepare(image_path, mask_path, size: tuple[int, int] | None, keep_aspect: bool, name: str | None = None):
-    image, mask = read_image(image_path), read_mask(mask_path)
+    image, raw_mask = read_image(image_path), read_mask(mask_path)
     notes = []
+    if np.any((raw_mask > 0) & (raw_mask < 1)):
+        notes.append("mask is not binary: binarized at 0.5")
+    raw_mask = (raw_mask >= 0.5).astype(np.float32)
+    mask = raw_mask
     if mask.shape != image.shape[:2]:
         notes.append(f"mask {mask.shape[1]}x{mask.shape[0]} resized to the image's {image.shape[1]}x{image.shape[0]}")
         mask = np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST), np.float32)
-    if np.any((mask > 0) & (mask < 1)):
-        notes.append("mask is not binary: binarized at 0.5")
-    mask = (mask >= 0.5).astype(np.float32)
     if not mask.any():
         notes.append("mask is empty: output = input")
     fit = plan_fit(image.shape[:2], size, keep_aspect)
-    fitted_image = apply_fit(image, fit, Image.BICUBIC)
-    fitted_mask = (apply_fit(mask, fit, Image.NEAREST) >= 0.5).astype(np.float32)
+    fitted_image = apply_fit(image, fit, Image.BICUBIC)  # Pillow's default filter, as the original's resize
+    if keep_aspect:
+        fitted_mask = apply_fit(mask, fit, Image.NEAREST)
+    else:  # squashed, the mask file goes to the model size directly, as the original's
+        fitted_mask = apply_fit(raw_mask, plan_fit(raw_mask.shape, fit.size, keep_aspect=False), Image.NEAREST)
+    fitted_mask = (fitted_mask >= 0.5).astype(np.float32)
     return Prepared(name or Path(image_path).stem, fitted_image, fitted_mask, image, mask, fit, notes)
 
 
