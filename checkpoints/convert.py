@@ -2,7 +2,7 @@
 
 import sys
 
-from clipaway_jax.convert.cli import main
+from clipaway_jax.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["convert", *sys.argv[1:]]))

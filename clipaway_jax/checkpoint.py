@@ -109,9 +109,14 @@ def read_manifest(path: str | Path) -> dict:
     file = path / MANIFEST
     if not file.is_file():
         raise CheckpointError(f"{path}: not a complete clipaway-jax checkpoint (no {MANIFEST})")
-    manifest = json.loads(file.read_text())
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{file}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    try:
+        manifest = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file}: damaged checkpoint: its manifest is not valid JSON ({err}); "
+                              "convert or export it again") from None  # fmt: skip
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CheckpointError(f"{file}: format {found!r}, expected {FORMAT!r}")
     return manifest
 
 

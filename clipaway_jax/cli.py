@@ -15,8 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     from clipaway_jax import demo
-    from clipaway_jax.commands import describe, infer, remove, train
-    from clipaway_jax.convert import cli as convert
+    from clipaway_jax.commands import convert, describe, infer, remove, train
 
     for command in (demo, remove, describe, infer, train, convert):
         command.add_parser(sub)

@@ -284,3 +284,135 @@ def test_loading_needs_no_torch(checkpoint):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-1500:]
     assert "unet" in result.stdout
+
+
+# --- a text-to-image UNet is refused at convert time, unless DCGD's 12-channel init is asked for ---
+
+
+def _text_to_image_folder(published, tmp_path):
+    sd = tmp_path / "sd-text-to-image"
+    shutil.copytree(published["sd_inpaint"], sd)
+    shutil.rmtree(sd / "unet")
+    torch_unet(in_channels=4).save_pretrained(sd / "unet")  # its config says 4 channels, truthfully
+    return sd
+
+
+def test_text_to_image_unet_is_refused_at_convert_time(published, tmp_path, capsys):
+    sd = _text_to_image_folder(published, tmp_path)
+    code, err = _run_cli("--sd-inpaint", sd, "--out", tmp_path / "out", capsys=capsys)
+    assert code == 1 and err.count("\n") == 0
+    assert "in_channels 4" in err and "text-to-image" in err and "not an inpainting one" in err
+    assert "botp/stable-diffusion-v1-5-inpainting" in err and "--dcgd12-from-base" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_dcgd12_from_base_initializes_only_the_12_channel_unet(published, tmp_path, capsys):
+    sd = _text_to_image_folder(published, tmp_path)
+    code, err = _run_cli("--sd-inpaint", sd, "--dcgd12-from-base", "--out", tmp_path / "out", capsys=capsys)
+    assert code == 0, err
+    ckpt = load_checkpoint(tmp_path / "out")
+    assert "unet" not in ckpt.params and ckpt.manifest["networks"]["unet_dcgd12"]["config"]["in_channels"] == 12
+    kernel = np.asarray(ckpt.params["unet_dcgd12"]["conv_in"]["kernel"])
+    from safetensors.numpy import load_file
+
+    base = load_file(sd / "unet" / "diffusion_pytorch_model.safetensors")["conv_in.weight"].transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(kernel[:, :, :4], base)
+    assert not kernel[:, :, 4:].any()
+    code, err = _run_cli("--sd-inpaint", published["sd_inpaint"], "--dcgd12-from-base", "--out", tmp_path / "o2",
+                         capsys=capsys)  # fmt: skip
+    assert code == 1 and "takes a text-to-image SD-1.5 folder" in err and "--dcgd12" in err
+
+
+# --- Hugging Face Hub ids, resolved from a cache the test writes (no network) ---
+
+
+def _cache_repo(hf_home, repo, files: dict, revision="0123456789abcdef0123456789abcdef01234567"):
+    """The Hub cache layout huggingface_hub resolves offline: refs/main -> snapshots/<commit>/..."""
+    root = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(revision)
+    for rel, source in files.items():
+        target = root / "snapshots" / revision / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    return revision
+
+
+def test_hub_ids_resolve_from_the_offline_cache(published, tmp_path):
+    hf_home = tmp_path / "hf"
+    _cache_repo(hf_home, "botp/stable-diffusion-v1-5-inpainting", {".": published["sd_inpaint"]})
+    _cache_repo(hf_home, "h94/IP-Adapter", {"models/ip-adapter_sd15.bin": published["ip_adapter"],
+                                            "models/image_encoder": published["image_encoder"]})  # fmt: skip
+    commit = _cache_repo(hf_home, "openai/clip-vit-large-patch14", {".": published["clip"]}, "f" * 40)
+    args = ["--sd-inpaint", "botp/stable-diffusion-v1-5-inpainting", "--ip-adapter", "h94/IP-Adapter",
+            "--image-encoder", "h94/IP-Adapter:models/image_encoder",
+            "--clip", f"openai/clip-vit-large-patch14@{commit}", "--out", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    result = subprocess.run([sys.executable, "-m", "clipaway_jax.cli", "convert", *args], capture_output=True,
+                            text=True, timeout=600, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {"unet", "vae", "text_encoder", "image_proj", "image_encoder", "clip_text"} <= set(manifest["networks"])
+    sources = {s["path"] for entry in manifest["networks"].values() for s in entry["sources"]}
+    assert any("models--h94--IP-Adapter" in s and s.endswith("ip-adapter_sd15.bin") for s in sources)
+    assert any(f"snapshots/{commit}" in s for s in sources)
+
+
+def test_hub_id_missing_from_the_offline_cache_is_one_clear_line(tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "clipaway_jax.cli", "convert", "--clip", "openai/nope", "--out", tmp_path / "o"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "openai/nope" in result.stderr and "local Hugging Face cache" in result.stderr
+
+
+def test_local_paths_are_not_taken_for_hub_ids(tmp_path):
+    from clipaway_jax.convert import hub
+
+    (tmp_path / "ckpts").mkdir()
+    assert hub.parse(str(tmp_path / "ckpts"), "sd") is None
+    assert hub.parse("./ckpts/IPAdapter", "transformers") is None
+    assert hub.parse("h94/IP-Adapter", "ip_adapter") == hub.HubId("h94/IP-Adapter", None, "models/ip-adapter_sd15.bin")
+    assert hub.parse("a/b@v1.0:sub/dir", "transformers") == hub.HubId("a/b", "v1.0", "sub/dir")
+
+
+# --- file formats and damaged checkpoints are named ---
+
+
+def test_a_safetensors_file_named_pth_is_read_as_safetensors(published, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    state = torch.load(published["alpha_clip"], weights_only=True)
+    disguised = tmp_path / "clip_l14_grit+mim_fultune_6xe.pth"
+    save_file({k: v.contiguous() for k, v in state.items()}, disguised)
+    code, err = _run_cli("--alpha-clip", disguised, "--out", tmp_path / "out", capsys=capsys)
+    assert code == 0, err
+    mlp_as_pth = tmp_path / "model.pth"
+    shutil.copy(published["mlp"], mlp_as_pth)
+    code, err = _run_cli("--alpha-clip", mlp_as_pth, "--out", tmp_path / "o2", capsys=capsys)
+    assert code == 1 and "unsafe pickle" not in err and "a safetensors file despite its .pth name" in err
+
+
+def test_a_file_of_no_weights_format_is_named(tmp_path, capsys):
+    bad = tmp_path / "clip_l14_grit+mim_fultune_6xe.pth"
+    bad.write_text("<html>Google Drive: quota exceeded</html>")
+    code, err = _run_cli("--alpha-clip", bad, "--out", tmp_path / "out", capsys=capsys)
+    assert code == 1 and str(bad) in err and "unknown format" in err and "<html>" in err
+
+
+def test_corrupt_manifest_names_the_file_and_the_damage(checkpoint, tmp_path):
+    broken = tmp_path / "ck"
+    shutil.copytree(checkpoint, broken)
+    (broken / "manifest.json").write_text('{"format": "clipaway-jax/1", "networks": {')
+    with pytest.raises(CheckpointError, match=r"ck/manifest.json: damaged checkpoint: its manifest is not valid JSON"):
+        load_checkpoint(broken)
+
+
+def test_cli_and_convert_command_import_one_way():
+    """`clipaway_jax.cli` imports the commands; no command module imports `clipaway_jax.cli` back."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "clipaway_jax"
+    importers = [p for p in root.rglob("*.py") if p.name != "cli.py" and "clipaway_jax.cli" in p.read_text()]
+    assert importers == []

@@ -12,33 +12,51 @@ EXAMPLES = textwrap.dedent(
     Converts the published CLIPAway files into one checkpoint (Orbax + manifest.json) that
     `remove`, `infer` and `train` load fast, sharded, without torch.
 
-    example (the published file names):
+    example (the published files; Hub ids are fetched, or read from the local cache offline):
       clipaway-jax convert \\
           --sd-inpaint botp/stable-diffusion-v1-5-inpainting \\
-          --ip-adapter ckpts/IPAdapter/ip-adapter_sd15.bin \\
+          --ip-adapter h94/IP-Adapter \\
           --alpha-clip ckpts/AlphaCLIP/clip_l14_grit+mim_fultune_6xe.pth \\
           --mlp ckpts/CLIPAway/model.safetensors \\
-          --image-encoder ckpts/IPAdapter/image_encoder \\
+          --image-encoder h94/IP-Adapter \\
           --clip openai/clip-vit-large-patch14 \\
           --out checkpoints/clipaway
 
     only what you give is converted; e.g. the MLP alone:
       clipaway-jax convert --mlp ckpts/CLIPAway/model.safetensors --out checkpoints/mlp-only
+
+    Hub ids: OWNER/NAME[@REVISION][:PATH/IN/REPO]. Only the files that are converted are downloaded
+    (one weights file per component); HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE are honoured.
+    `--ip-adapter h94/IP-Adapter` means h94/IP-Adapter:models/ip-adapter_sd15.bin and
+    `--image-encoder h94/IP-Adapter` means h94/IP-Adapter:models/image_encoder.
+
+    Not on the Hub (Google Drive links in the CLIPAway and AlphaCLIP READMEs; their download script
+    is download_pretrained_models.sh, gdown ids below):
+      --alpha-clip  clip_l14_grit+mim_fultune_6xe.pth   AlphaCLIP ViT-L/14, GRIT-1M + MaskImageNet
+                    (gdown id 1JfzOTvjf0tqBtKWwpBJtjYxdHi-06dbk)
+      --mlp         model.safetensors                   the CLIPAway MLP (ckpts/CLIPAway/)
+                    (gdown id 1lFHAT2dF5GVRJLxkF1039D53gixHXaTx)
     """
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sd-inpaint", type=Path, metavar="DIR", help="diffusers SD-1.5 inpainting folder")
-    p.add_argument("--ip-adapter", type=Path, metavar="FILE", help="ip-adapter_sd15.bin or .safetensors")
+    p.add_argument("--sd-inpaint", metavar="DIR|HUB_ID", help="diffusers SD-1.5 inpainting folder")
+    p.add_argument("--ip-adapter", metavar="FILE|HUB_ID", help="ip-adapter_sd15.bin or .safetensors")
     p.add_argument("--alpha-clip", type=Path, metavar="FILE", help="AlphaCLIP visual .pth (ViT-L/14)")
     p.add_argument("--mlp", type=Path, metavar="FILE", help="CLIPAway MLP model.safetensors")
-    p.add_argument("--image-encoder", type=Path, metavar="DIR", help="IP-Adapter image_encoder/ (MLP training)")
-    p.add_argument("--clip", type=Path, metavar="DIR", help="OpenAI CLIP ViT-L/14 CLIPModel folder (DCGD)")
+    p.add_argument("--image-encoder", metavar="DIR|HUB_ID", help="IP-Adapter image_encoder/ (MLP training)")
+    p.add_argument("--clip", metavar="DIR|HUB_ID", help="OpenAI CLIP ViT-L/14 CLIPModel folder (DCGD)")
     p.add_argument(
         "--dcgd12",
         action="store_true",
         help="also store DCGD's 12-channel UNet (unet_dcgd12), initialized from the inpainting UNet",
+    )
+    p.add_argument(
+        "--dcgd12-from-base",
+        action="store_true",
+        help="--sd-inpaint is a text-to-image SD-1.5 (4-channel UNet): store only DCGD's 12-channel UNet "
+        "initialized from it (for fine-tuning), no inpainting UNet",
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint directory to create")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="stored param dtype")
@@ -46,10 +64,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clipaway_jax.convert import hub
     from clipaway_jax.convert.published import Sources, convert
 
     sources = Sources(
-        args.sd_inpaint, args.ip_adapter, args.alpha_clip, args.mlp, args.image_encoder, args.clip, args.dcgd12
+        sd_inpaint=hub.resolve(args.sd_inpaint, "sd"),
+        ip_adapter=hub.resolve(args.ip_adapter, "ip_adapter"),
+        alpha_clip=args.alpha_clip,
+        mlp=args.mlp,
+        image_encoder=hub.resolve(args.image_encoder, "transformers"),
+        clip=hub.resolve(args.clip, "transformers"),
+        dcgd12=args.dcgd12,
+        dcgd12_from_base=args.dcgd12_from_base,
     )
     start = time.perf_counter()
     manifest = convert(sources, args.out, dtype=args.dtype, force=args.force)
@@ -67,10 +93,3 @@ def add_parser(sub) -> None:
     )
     add_arguments(p)
     p.set_defaults(run=run)
-
-
-def main(argv: list[str]) -> int:
-    """`python -m checkpoints.convert ARGS` runs `clipaway-jax convert ARGS`."""
-    from clipaway_jax.cli import main as cli_main
-
-    return cli_main(["convert", *argv])

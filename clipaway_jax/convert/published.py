@@ -19,7 +19,7 @@ import numpy as np
 
 from clipaway_jax.checkpoint import copy_tokenizer, save_network, sha256, write_manifest
 from clipaway_jax.convert import networks as nets
-from clipaway_jax.convert.readers import Subset, WeightFileError, find_weights, open_weights
+from clipaway_jax.convert.readers import Subset, WeightFileError, describe, find_weights, open_weights
 from clipaway_jax.models import CLIPTextConfig, CLIPVisionConfig, MLPConfig, UNetConfig, VAEConfig
 from clipaway_jax.models.dcgd import dcgd12_from_inpaint
 
@@ -37,6 +37,7 @@ class Sources:
     image_encoder: Path | None = None
     clip: Path | None = None
     dcgd12: bool = False  # also store DCGD's 12-channel UNet, initialized from the inpainting UNet
+    dcgd12_from_base: bool = False  # sd_inpaint is a text-to-image SD: store only the 12-channel UNet from it
 
 
 @dataclass
@@ -67,6 +68,7 @@ def check_sources(sources: Sources) -> None:
             if not (root / need).is_file():
                 problems.append(str(root / need))
         problems += _mismatched_sd_parts(root)
+        problems += _not_inpainting(root, sources.dcgd12_from_base)
     for label, path in (
         ("--ip-adapter", sources.ip_adapter),
         ("--alpha-clip", sources.alpha_clip),
@@ -101,6 +103,25 @@ def _mismatched_sd_parts(root: Path) -> list[str]:
             f"{root / 'text_encoder' / 'config.json'} has hidden_size {hidden}: not parts of one model"]  # fmt: skip
 
 
+INPAINT_HINT = "an SD-1.5 inpainting folder such as botp/stable-diffusion-v1-5-inpainting"
+
+
+def _not_inpainting(root: Path, from_base: bool) -> list[str]:
+    """A text-to-image UNet (4 input channels) cannot inpaint: say so now, not when `remove` loads it."""
+    config = _read_json(root / "unet" / "config.json") or {}
+    channels = config.get("in_channels", 9)
+    if from_base:
+        return [] if channels == 4 else [
+            f"{root / 'unet' / 'config.json'} has in_channels {channels}: --dcgd12-from-base takes a "
+            "text-to-image SD-1.5 folder (4 input channels); for an inpainting folder use --dcgd12"]  # fmt: skip
+    if channels == 9:
+        return []
+    what = "a text-to-image Stable Diffusion UNet, not an inpainting one" if channels == 4 else "not SD inpainting"
+    return [f"{root / 'unet' / 'config.json'} has in_channels {channels}: {what}. --sd-inpaint expects "
+            f"{INPAINT_HINT} (9 input channels = latent 4 + mask 1 + masked-image latent 4); to initialize "
+            "only DCGD's 12-channel UNet from a text-to-image model, add --dcgd12-from-base"]  # fmt: skip
+
+
 def plan(sources: Sources) -> list[Job]:
     check_sources(sources)
     return list(_jobs(sources))
@@ -108,7 +129,7 @@ def plan(sources: Sources) -> list[Job]:
 
 def _jobs(sources: Sources) -> Iterator[Job]:
     if sources.sd_inpaint is not None:
-        yield from _sd_jobs(sources.sd_inpaint, sources.ip_adapter, sources.dcgd12)
+        yield from _sd_jobs(sources.sd_inpaint, sources.ip_adapter, sources.dcgd12, sources.dcgd12_from_base)
     if sources.ip_adapter is not None:
         yield _image_proj_job(sources.ip_adapter)
     if sources.alpha_clip is not None:
@@ -121,7 +142,7 @@ def _jobs(sources: Sources) -> Iterator[Job]:
         yield from _clip_jobs(sources.clip)
 
 
-def _sd_jobs(root: Path, ip_adapter: Path | None, dcgd12: bool = False) -> Iterator[Job]:
+def _sd_jobs(root: Path, ip_adapter: Path | None, dcgd12: bool = False, from_base: bool = False) -> Iterator[Job]:
     unet_file = find_weights(root / "unet", "diffusers")
     files = [unet_file] + ([ip_adapter] if ip_adapter else [])
 
@@ -135,13 +156,15 @@ def _sd_jobs(root: Path, ip_adapter: Path | None, dcgd12: bool = False) -> Itera
         entry = {"class": "UNet2DConditionModel", "config": config.to_dict(), "ip_adapter": ip is not None}
         return params, entry
 
-    yield Job("unet", files, unet)
-    if dcgd12:
+    if not from_base:  # a text-to-image UNet is stored only as the 12-channel initialization
+        yield Job("unet", files, unet)
+    if dcgd12 or from_base:
 
         def unet12(dtype):
             params, entry = unet(dtype)
             params, config = dcgd12_from_inpaint(params, UNetConfig.from_dict(entry["config"]))
-            return params, {**entry, "config": config.to_dict(), "initialized_from": "unet (9-channel inpainting)"}
+            source = "text-to-image unet (4-channel)" if from_base else "unet (9-channel inpainting)"
+            return params, {**entry, "config": config.to_dict(), "initialized_from": source}
 
         yield Job("unet_dcgd12", files, unet12)
     vae_file = find_weights(root / "vae", "diffusers")
@@ -167,7 +190,7 @@ def _open_ip_adapter(path: Path):
     stray = [k for k in source if not k.startswith(("image_proj.", "ip_adapter."))]
     if stray or not len(source):
         raise WeightFileError(
-            f"{path}: not an IP-Adapter file (expected image_proj.* and ip_adapter.* keys; "
+            f"{describe(path)}: not an IP-Adapter file (expected image_proj.* and ip_adapter.* keys; "
             f"found {', '.join(sorted(stray)[:5]) or 'no keys'})"
         )
     return source
@@ -188,8 +211,8 @@ def _alpha_clip_job(path: Path) -> Job:
         source = open_weights(path)
         if any(k.startswith("visual.") for k in source):
             source = Subset(source, "visual.")  # a whole-CLIP state dict: take the visual tower
-        config = nets.alpha_clip_config(source, name=str(path))
-        params = nets.convert_alpha_clip(source, config, name=str(path), dtype=dtype)
+        config = nets.alpha_clip_config(source, name=describe(path))
+        params = nets.convert_alpha_clip(source, config, name=describe(path), dtype=dtype)
         return params, {"class": "CLIPVisionTransformer", "config": config.to_dict()}
 
     return Job("alpha_clip", [path], run)
@@ -214,8 +237,8 @@ def _mlp_job(path: Path) -> Job:
         try:
             config = mlp_config(source)
         except WeightFileError as err:
-            raise WeightFileError(f"{path}: {err}") from None
-        params = nets.convert_mlp(source, config, name=str(path), dtype=dtype)
+            raise WeightFileError(f"{describe(path)}: {err}") from None
+        params = nets.convert_mlp(source, config, name=describe(path), dtype=dtype)
         return params, {"class": "CLIPAwayMLP", "config": config.to_dict()}
 
     return Job("mlp", [path], run)

@@ -125,11 +125,47 @@ def _flatten(state: Mapping, prefix: str = "") -> dict:
 
 
 def open_weights(path: str | Path, prefix: str = "") -> Mapping[str, np.ndarray]:
-    """A `.safetensors` or torch pickle file as a lazy mapping (keys with `prefix` stripped)."""
+    """A safetensors or torch file as a lazy mapping (keys with `prefix` stripped), read by what its
+    bytes are, whatever its name says (a `.pth` that is really safetensors is read as safetensors)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if not path.is_file():
+        raise WeightFileError(f"{path}: file not found")
+    kind = sniff_format(path)
+    if kind == "safetensors":
         return SafetensorsFile(path, prefix)
-    return TorchFile(path, prefix)
+    if kind in TORCH_FORMATS:
+        return TorchFile(path, prefix)
+    raise WeightFileError(f"{path}: not a weights file: {kind} (expected safetensors or a torch .bin/.pth)")
+
+
+TORCH_FORMATS = ("torch zip", "torch legacy pickle")
+SUFFIX_FORMATS = {".safetensors": ("safetensors",), ".bin": TORCH_FORMATS, ".pth": TORCH_FORMATS, ".pt": TORCH_FORMATS}
+
+
+def describe(path: Path) -> str:
+    """The path, plus what the file really is when its name says otherwise (for error messages)."""
+    path = Path(path)
+    expected = SUFFIX_FORMATS.get(path.suffix)
+    if expected is None or not path.is_file():
+        return str(path)
+    kind = sniff_format(path)
+    return str(path) if kind in expected else f"{path} (a {kind} file despite its {path.suffix} name)"
+
+
+def sniff_format(path: Path) -> str:
+    """What a weights file is by its first bytes: "safetensors", "torch zip", "torch legacy pickle",
+    or a short description of something else."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return "torch zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5
+        return "torch legacy pickle"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if not head:
+        return "an empty file"
+    return f"unknown format (starts with {head[:8]!r})"
 
 
 WEIGHT_NAMES = {
