@@ -60,6 +60,15 @@ def build_module(entry: dict, dtype=jnp.float32):
     if kind == "ImageProjection":
         module = ImageProjection(cfg["num_tokens"], cfg["cross_attention_dim"], dtype)
         return module, (jnp.zeros((1, cfg["embed_dim"])),)
+    if kind == "LPIPS":
+        from clipaway_jax.models.lpips import LPIPS
+
+        image = jnp.zeros((1, 64, 64, 3))
+        return LPIPS(dtype), (image, image)
+    if kind == "FIDInceptionV3":
+        from clipaway_jax.models.inception import FIDInceptionV3
+
+        return FIDInceptionV3(cfg.get("resize", "tf1"), dtype), (jnp.zeros((1, 75, 75, 3)),)
     builders = {
         "AutoencoderKL": lambda: AutoencoderKL(VAEConfig.from_dict(cfg), dtype),
         "CLIPTextModel": lambda: CLIPTextModel(
@@ -172,8 +181,15 @@ def _stored_dtype(entry: dict):
     return jnp.bfloat16 if entry.get("dtype") == "bfloat16" else jnp.float32
 
 
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
+
+
 def copy_tokenizer(source: Path, root: Path) -> None:
-    shutil.copytree(source, root / "tokenizer")
+    """The CLIP tokenizer's files only (a CLIPModel folder also holds weights)."""
+    (root / "tokenizer").mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy(source / name, root / "tokenizer" / name)
 
 
 def sha256(path: Path, chunk: int = 1 << 24) -> str:

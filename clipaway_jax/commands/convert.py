@@ -25,6 +25,11 @@ EXAMPLES = textwrap.dedent(
     only what you give is converted; e.g. the MLP alone:
       clipaway-jax convert --mlp ckpts/CLIPAway/model.safetensors --out checkpoints/mlp-only
 
+    the evaluation networks (for `clipaway-jax eval`; pip install --no-deps lpips provides alex.pth):
+      clipaway-jax convert --inception pt_inception-2015-12-05-6726825d.pth \
+          --alexnet alexnet-owt-7be5be79.pth --eval-clip openai/clip-vit-base-patch32 \
+          --cmmd-clip openai/clip-vit-large-patch14-336 --out checkpoints/metrics
+
     Hub ids: OWNER/NAME[@REVISION][:PATH/IN/REPO]. Only the files that are converted are downloaded
     (one weights file per component); HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE are honoured.
     `--ip-adapter h94/IP-Adapter` means h94/IP-Adapter:models/ip-adapter_sd15.bin and
@@ -58,6 +63,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="--sd-inpaint is a text-to-image SD-1.5 (4-channel UNet): store only DCGD's 12-channel UNet "
         "initialized from it (for fine-tuning), no inpainting UNet",
     )
+    ev = p.add_argument_group("evaluation networks (clipaway-jax eval)")
+    ev.add_argument("--inception", type=Path, metavar="FILE", help="pt_inception-2015-12-05-6726825d.pth (FID, KID)")
+    ev.add_argument("--alexnet", type=Path, metavar="FILE", help="torchvision's alexnet-owt-7be5be79.pth (LPIPS)")
+    lpips_help = "the lpips package's weights/v0.1/alex.pth (default: an installed lpips package's)"
+    ev.add_argument("--lpips", type=Path, metavar="FILE", help=lpips_help)
+    ev.add_argument("--eval-clip", metavar="DIR|HUB_ID", help="CLIP ViT-B/32 (openai/clip-vit-base-patch32): CLIP@k")
+    ev.add_argument("--cmmd-clip", metavar="DIR|HUB_ID",
+                    help="CLIP ViT-L/14@336 (openai/clip-vit-large-patch14-336): CMMD")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint directory to create")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="stored param dtype")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -76,12 +89,29 @@ def run(args: argparse.Namespace) -> int:
         clip=hub.resolve(args.clip, "transformers"),
         dcgd12=args.dcgd12,
         dcgd12_from_base=args.dcgd12_from_base,
+        inception=args.inception,
+        alexnet=args.alexnet,
+        lpips=args.lpips or (installed_lpips_weights() if args.alexnet else None),
+        eval_clip=hub.resolve(args.eval_clip, "transformers"),
+        cmmd_clip=hub.resolve(args.cmmd_clip, "transformers"),
     )
     start = time.perf_counter()
     manifest = convert(sources, args.out, dtype=args.dtype, force=args.force)
     names = ", ".join(manifest["networks"])
     print(f"wrote {args.out} ({names}; {args.dtype}) in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def installed_lpips_weights() -> Path | None:
+    """weights/v0.1/alex.pth inside an installed `lpips` package, found without importing it (its
+    import needs torchvision)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "weights" / "v0.1" / "alex.pth"
+    return path if path.is_file() else None
 
 
 def add_parser(sub) -> None:

@@ -141,3 +141,24 @@ def alpha_clip_config(state: Mapping, name: str = "alpha_clip", output_dim_key: 
 def convert_mlp(state: Mapping, config: MLPConfig, *, name="mlp", dtype=np.float32) -> dict:
     targets = target_shapes(abstract_params(CLIPAwayMLP(config)))
     return convert_state_dict(state, mlp_rules(config), targets, source_name=name, dtype=dtype)
+
+
+def convert_inception(state: Mapping, *, name="inception", dtype=np.float32) -> dict:
+    """pytorch-fid's / torch-fidelity's `pt_inception-2015-12-05-6726825d.pth`."""
+    from clipaway_jax.convert.metrics import INCEPTION_RULES
+    from clipaway_jax.models.inception import FIDInceptionV3
+
+    targets = target_shapes(abstract_params(FIDInceptionV3(), jnp.zeros((1, 75, 75, 3))))
+    return convert_state_dict(state, INCEPTION_RULES, targets, source_name=name, dtype=dtype)
+
+
+def convert_lpips(alexnet: Mapping, lins: Mapping, *, name="lpips", dtype=np.float32) -> dict:
+    """torchvision's AlexNet state dict (`features.*`; the classifier is dropped) and the lpips package's
+    `alex.pth` (`lin{k}.model.1.weight`) -> one LPIPS param tree."""
+    from clipaway_jax.convert.metrics import ALEXNET_RULES, LPIPS_LIN_RULES
+    from clipaway_jax.models.lpips import LPIPS
+
+    image = jnp.zeros((1, 64, 64, 3))
+    targets = target_shapes(abstract_params(LPIPS(), image, image))
+    return convert_state_dict(_Merged(alexnet, lins), ALEXNET_RULES + LPIPS_LIN_RULES, targets, source_name=name,
+                              dtype=dtype)  # fmt: skip

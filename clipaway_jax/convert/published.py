@@ -38,6 +38,12 @@ class Sources:
     clip: Path | None = None
     dcgd12: bool = False  # also store DCGD's 12-channel UNet, initialized from the inpainting UNet
     dcgd12_from_base: bool = False  # sd_inpaint is a text-to-image SD: store only the 12-channel UNet from it
+    # evaluation networks (`clipaway-jax eval`)
+    inception: Path | None = None  # pt_inception-2015-12-05-6726825d.pth (FID, KID)
+    lpips: Path | None = None  # the lpips package's weights/v0.1/alex.pth (its 1x1 `lin` layers)
+    alexnet: Path | None = None  # torchvision's alexnet-owt-7be5be79.pth (LPIPS trunk)
+    eval_clip: Path | None = None  # CLIP ViT-B/32 CLIPModel folder (CLIP@k, CLIP distance)
+    cmmd_clip: Path | None = None  # CLIP ViT-L/14@336 CLIPModel folder (CMMD; vision tower only)
 
 
 @dataclass
@@ -85,6 +91,14 @@ def check_sources(sources: Sources) -> None:
                     find_weights(path, "transformers")
                 except WeightFileError as err:
                     problems.append(str(err))
+    for label, path in (("--inception", sources.inception), ("--lpips", sources.lpips), ("--alexnet", sources.alexnet)):
+        if path is not None and not path.is_file():
+            problems.append(f"{path} ({label}: file not found)")
+    for label, path in (("--eval-clip", sources.eval_clip), ("--cmmd-clip", sources.cmmd_clip)):
+        if path is not None and not (path / "config.json").is_file():
+            problems.append(f"{path / 'config.json'} ({label} folder)")
+    if (sources.lpips is None) != (sources.alexnet is None):
+        problems.append("LPIPS needs both --lpips (the lpips package's alex.pth) and --alexnet (torchvision's weights)")
     if sources.ip_adapter is not None and sources.sd_inpaint is None:
         problems.append("--ip-adapter needs --sd-inpaint (its weights go into the UNet)")
     if problems:
@@ -140,6 +154,7 @@ def _jobs(sources: Sources) -> Iterator[Job]:
         yield _image_encoder_job(sources.image_encoder)
     if sources.clip is not None:
         yield from _clip_jobs(sources.clip)
+    yield from _eval_jobs(sources)
 
 
 def _sd_jobs(root: Path, ip_adapter: Path | None, dcgd12: bool = False, from_base: bool = False) -> Iterator[Job]:
@@ -255,8 +270,33 @@ def _image_encoder_job(folder: Path) -> Job:
     return Job("image_encoder", [weights], run)
 
 
-def _clip_jobs(folder: Path) -> Iterator[Job]:
-    """An OpenAI CLIP `CLIPModel` folder: text tower + projection, and the vision tower (for crops)."""
+def _eval_jobs(sources: Sources) -> Iterator[Job]:
+    if sources.inception is not None:
+        path = sources.inception
+
+        def inception(dtype):
+            params = nets.convert_inception(open_weights(path), name=describe(path), dtype=dtype)
+            return params, {"class": "FIDInceptionV3", "config": {}}
+
+        yield Job("inception", [path], inception)
+    if sources.lpips is not None and sources.alexnet is not None:
+        lins, trunk = sources.lpips, sources.alexnet
+
+        def lpips(dtype):
+            name = f"{describe(trunk)} + {describe(lins)}"
+            params = nets.convert_lpips(open_weights(trunk), open_weights(lins), name=name, dtype=dtype)
+            return params, {"class": "LPIPS", "config": {}}
+
+        yield Job("lpips", [trunk, lins], lpips)
+    if sources.eval_clip is not None:
+        yield from _clip_jobs(sources.eval_clip, "eval_clip")
+    if sources.cmmd_clip is not None:
+        yield from _clip_jobs(sources.cmmd_clip, "cmmd_clip", towers=("vision",))
+
+
+def _clip_jobs(folder: Path, prefix: str = "clip", towers=("text", "vision")) -> Iterator[Job]:
+    """An OpenAI CLIP `CLIPModel` folder: text tower + projection, and the vision tower (for crops);
+    stored as `{prefix}_text` and `{prefix}_vision`."""
     weights = find_weights(folder, "transformers")
     config = json.loads((folder / "config.json").read_text())
     projection = config.get("projection_dim", 512)
@@ -274,8 +314,10 @@ def _clip_jobs(folder: Path) -> Iterator[Job]:
         logit_scale = float(np.asarray(open_weights(weights)["logit_scale"]))
         return params, {"class": "CLIPVisionTransformer", "config": cfg.to_dict(), "logit_scale": logit_scale}
 
-    yield Job("clip_text", [weights], text)
-    yield Job("clip_vision", [weights], vision)
+    if "text" in towers:
+        yield Job(f"{prefix}_text", [weights], text)
+    if "vision" in towers:
+        yield Job(f"{prefix}_vision", [weights], vision)
 
 
 def _only(source, prefixes: tuple[str, ...], path: Path):
@@ -330,13 +372,25 @@ def _convert_into(root, jobs, sources, np_dtype, dtype, progress) -> dict:
             "sources": [{"path": str(f), "sha256": hashes[str(f)]} for f in job.files],
         }
     manifest = {"dtype": dtype, "networks": entries}
-    if sources.sd_inpaint is not None:
-        copy_tokenizer(sources.sd_inpaint / "tokenizer", root)
-        manifest["scheduler"] = json.loads((sources.sd_inpaint / "scheduler" / "scheduler_config.json").read_text())
+    tokenizer = _tokenizer_folder(sources)
+    if tokenizer is not None:
+        copy_tokenizer(tokenizer, root)
         manifest["tokenizer"] = "tokenizer"
+    if sources.sd_inpaint is not None:
+        manifest["scheduler"] = json.loads((sources.sd_inpaint / "scheduler" / "scheduler_config.json").read_text())
         manifest["model_index"] = _read_json(sources.sd_inpaint / "model_index.json")
     write_manifest(root, manifest)
     return manifest
+
+
+def _tokenizer_folder(sources: Sources) -> Path | None:
+    """SD's tokenizer/, else a CLIPModel folder's own tokenizer files (the same CLIP BPE)."""
+    if sources.sd_inpaint is not None:
+        return sources.sd_inpaint / "tokenizer"
+    for folder in (sources.eval_clip, sources.clip):
+        if folder is not None and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            return folder
+    return None
 
 
 def _read_json(path: Path) -> dict | None:
