@@ -16,8 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     from clipaway_jax import demo
     from clipaway_jax.commands import convert, describe, infer, remove, train
+    from clipaway_jax.commands import eval as evaluate
 
-    for command in (demo, remove, describe, infer, train, convert):
+    for command in (demo, remove, describe, infer, evaluate, train, convert):
         command.add_parser(sub)
     return parser
 

@@ -217,6 +217,29 @@ def test_full_size_alpha_clip_equals_reference(resolution):
     print(f"full-size AlphaCLIP ViT-L/14@{resolution} max abs error {err:.3g}")
 
 
+EVAL_CLIPS = {  # the eval towers: CLIP@k (ViT-B/32) and CMMD (ViT-L/14@336), transformers' configs
+    "ViT-B/32": dict(hidden_size=768, intermediate_size=3072, projection_dim=512, num_hidden_layers=12,
+                     num_attention_heads=12, image_size=224, patch_size=32, hidden_act="quick_gelu"),
+    "ViT-L/14@336": dict(hidden_size=1024, intermediate_size=4096, projection_dim=768, num_hidden_layers=24,
+                         num_attention_heads=16, image_size=336, patch_size=14, hidden_act="quick_gelu"),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EVAL_CLIPS))
+def test_full_size_eval_clip_towers_equal_transformers(name):
+    reference = torch_image_encoder(scale=0.02, **EVAL_CLIPS[name])
+    config = CLIPVisionConfig.from_dict(reference.config.to_dict())
+    params = convert_vision(numpy_state(reference), config)
+    size = EVAL_CLIPS[name]["image_size"]
+    pixels = np.random.RandomState(0).randn(2, 3, size, size).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(pixels)).image_embeds.numpy()
+    out = xla.jit(CLIPVisionTransformer(config).apply)({"params": params}, nhwc(pixels))
+    err = assert_close(out.image_embeds, expected, f"full {name}")
+    print(f"full-size CLIP {name} image_embeds max abs error {err:.3g}")
+
+
 @pytest.mark.slow
 def test_full_size_vit_h_equals_transformers():
     reference = torch_image_encoder(scale=0.02, **CLIPVisionConfig.VIT_H14, num_attention_heads=16, image_size=224)

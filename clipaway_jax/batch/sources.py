@@ -23,6 +23,7 @@ class Item:
     load: Callable[[], tuple[np.ndarray, np.ndarray]]
     source: str  # for messages
     size_hint: Callable[[], tuple[int, int]] | None = None  # (H, W) without decoding, when cheap
+    files: tuple[Path, ...] = ()  # the image and mask files, when the item comes from files
 
 
 @dataclass
@@ -61,7 +62,7 @@ def from_folders(images: Path, masks: Path) -> Listing:
     """Pairs by stem (`cat.jpg` with `cat.png`), never by sorted position; reports the unpaired."""
     image_files, mask_files = _files_by_stem(images, "--images"), _files_by_stem(masks, "--masks")
     items = [
-        Item(stem, _file_loader(path, mask_files[stem]), str(path), _header_size(path))
+        Item(stem, _file_loader(path, mask_files[stem]), str(path), _header_size(path), (path, mask_files[stem]))
         for stem, path in sorted(image_files.items())
         if stem in mask_files
     ]
@@ -88,7 +89,7 @@ def from_list(path: Path) -> Listing:
             problems.append((f"{path}:{line}", f"output name {name!r} used twice"))
             continue
         seen.add(name)
-        items.append(Item(name, _file_loader(image, mask), str(image), _header_size(image)))
+        items.append(Item(name, _file_loader(image, mask), str(image), _header_size(image), (image, mask)))
     return Listing(items, problems)
 
 

@@ -30,12 +30,7 @@ DESCRIPTION = textwrap.dedent(
 def add_parser(sub) -> None:
     p = sub.add_parser("infer", help="batch removal, sharded over devices and hosts, resumable",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    src = p.add_argument_group("inputs (one of)")
-    src.add_argument("--images", type=Path, help="folder of images (paired with --masks by file stem)")
-    src.add_argument("--masks", type=Path, help="folder of masks, white = remove")
-    src.add_argument("--list", type=Path, help="CSV or JSONL of image, mask[, output name]")
-    src.add_argument("--tfds", metavar="NAME:SPLIT", help="a tensorflow-datasets dataset with image and mask features")
-    src.add_argument("--data-dir", help="tfds data_dir")
+    add_inputs(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint made by `clipaway-jax convert`")
     p.add_argument("--per-device-batch", type=int, default=1, help="images per device per step (default 1)")
@@ -48,12 +43,25 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", action="store_true", help="also write comparison grids to OUT/grids/")
     p.add_argument("--resize-masks", action="store_true", help="resize masks of another size instead of failing")
     p.add_argument("--fsdp", type=int, default=1, help="shard params over this many devices (large models)")
+    add_distributed(p)
+    pipeline_args.add(p)
+    p.set_defaults(run=run)
+
+
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("inputs (one of)")
+    src.add_argument("--images", type=Path, help="folder of images (paired with --masks by file stem)")
+    src.add_argument("--masks", type=Path, help="folder of masks, white = remove")
+    src.add_argument("--list", type=Path, help="CSV or JSONL of image, mask[, output name]")
+    src.add_argument("--tfds", metavar="NAME:SPLIT", help="a tensorflow-datasets dataset with image and mask features")
+    src.add_argument("--data-dir", help="tfds data_dir")
+
+
+def add_distributed(p: argparse.ArgumentParser) -> None:
     dist = p.add_argument_group("multi-host (jax.distributed)")
     dist.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"), help="host:port")
     dist.add_argument("--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES"))
     dist.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"))
-    pipeline_args.add(p)
-    p.set_defaults(run=run)
 
 
 def _env_int(name: str) -> int | None:
