@@ -194,7 +194,8 @@ def test_a_second_run_reads_the_cache(evaluated, run_folder, metrics_checkpoint,
     def no_features(*args, **kwargs):
         raise AssertionError("features recomputed although cached")
 
-    monkeypatch.setattr(Evaluator, "_records", no_features)
+    monkeypatch.setattr(Evaluator, "_prepare", no_features)
+    monkeypatch.setattr(Evaluator, "_device_features", no_features)
     code, _ = _eval(run_folder, metrics_checkpoint, tmp_path / "second", "--cache-dir", evaluated[0] / "cache")
     assert code == 0
     assert json.loads((tmp_path / "second" / "metrics.json").read_text())["clipaway_table"] == first["clipaway_table"]

@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for name, reason in problems:
         print(f"  skipped {name}: {reason}", file=sys.stderr)
+    if evaluator.seconds:
+        stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in evaluator.seconds.items())
+        print(f"seconds on process 0 (compiles included): {stages}")
     print(f"wrote {out / 'metrics.json'}, {out / 'per_image.csv'} ({len(names)} images, {len(problems)} problems)")
     return 0
 

@@ -9,10 +9,14 @@ same results reads the records and only recomputes the statistics.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,7 @@ class EvalOptions:
     per_device_batch: int = 8
     inception_resize: str = "tf1"
     chunk: int = 64  # samples read per step (host memory), rounded up to a whole device batch
+    workers: int = max(2, min(16, os.cpu_count() or 2))  # host threads: decoding, SSIM and crops release the GIL
 
 
 class Evaluator:
@@ -51,6 +56,13 @@ class Evaluator:
         self.runner = F.DeviceRunner(self.mesh, options.per_device_batch)
         self.missing = [n for n in NETWORKS if n not in present]
         self.identity = _identity(manifest, present, options)
+        self.seconds: dict[str, float] = defaultdict(float)  # per stage, compile included (`eval` prints it)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] += time.perf_counter() - start
 
     def has(self, network: str) -> bool:
         return network in self.checkpoint.params
@@ -66,7 +78,8 @@ class Evaluator:
         return self.checkpoint.module(network)
 
     def evaluate(self, samples: list[Sample], labels: Labels | None, progress: bool = True):
-        """(records by name, problems): this process's share of `samples`."""
+        """(records by name, problems): this process's share of `samples`. The host work of a chunk
+        (decoding, image metrics, Pillow crops) runs in threads while the devices process the previous one."""
         records, problems, todo = {}, [], []
         for sample in samples:
             cached = self._cached(sample)
@@ -75,57 +88,80 @@ class Evaluator:
             else:
                 todo.append(sample)
         chunk = max(self.runner.batch, self.options.chunk // self.runner.batch * self.runner.batch)
+        groups = list(F.batches(todo, chunk))
         bar = tqdm(total=len(todo), desc="eval features", unit="img", disable=not progress)
-        for group in F.batches(todo, chunk):
-            loaded = []
-            for sample in group:
-                try:
-                    loaded.append((sample, _load(sample, labels)))
-                except (ImageError, ValueError, OSError) as err:
-                    problems.append((sample.name, str(err)))
-            for (sample, _), record in zip(loaded, self._records([data for _, data in loaded])):
-                records[sample.name] = record
-                self._store(sample, record)
-            bar.update(len(group))
+        with ThreadPoolExecutor(self.options.workers) as pool:
+            submit = lambda group: [pool.submit(self._prepare, sample, labels) for sample in group]
+            pending = submit(groups[0]) if groups else []
+            for index, group in enumerate(groups):
+                current, pending = pending, submit(groups[index + 1]) if index + 1 < len(groups) else []
+                loaded = []
+                with self.timed("host (read, psnr/ssim/mae, crops)"):
+                    for sample, future in zip(group, current):
+                        try:
+                            loaded.append((sample, future.result()))
+                        except (ImageError, ValueError, OSError) as err:
+                            problems.append((sample.name, str(err)))
+                for (sample, _), record in zip(loaded, self._device_features([data for _, data in loaded])):
+                    records[sample.name] = record
+                    self._store(sample, record)
+                bar.update(len(group))
         bar.close()
         return records, problems
 
-    def _records(self, loaded: list[dict]) -> list[dict]:
-        records = [_host_metrics(data) for data in loaded]
+    def _prepare(self, sample: Sample, labels: Labels | None) -> dict:
+        """Host side of one sample (thread-safe): its arrays, image metrics and fixed-size network inputs."""
+        data = _load(sample, labels)
+        data["record"] = _host_metrics(data)
+        if self.has("eval_clip_vision"):
+            size = self.checkpoint.module("eval_clip_vision").config.image_size
+            for role in ("source", "result"):
+                data[f"clip_{role}_input"] = F.clip_crop_input(data[role], data["box"], size)
+        if self.has("cmmd_clip_vision"):
+            size = self.checkpoint.module("cmmd_clip_vision").config.image_size
+            for role in ("result", "reference"):
+                data[f"cmmd_{role}_input"] = F.cmmd_input(data[role], size)
+        return data
+
+    def _device_features(self, loaded: list[dict]) -> list[dict]:
+        records = [data["record"] for data in loaded]
         if not loaded:
             return records
+        with self.timed("inception"):
+            self._inception(loaded, records)
+        with self.timed("cmmd clip"):
+            self._embed(loaded, records, "cmmd", "cmmd_clip_vision", ("result", "reference"))
+        with self.timed("clip crops"):
+            self._embed(loaded, records, "clip", "eval_clip_vision", ("source", "result"))
+        with self.timed("lpips"):
+            self._lpips(loaded, records)
+        return records
+
+    def _inception(self, loaded, records):
         if self.has("inception"):
             fn, params = F.inception_fn(self.module("inception")), self.params("inception")
             for role in ("result", "reference"):
                 values = F.run_by_shape(self.runner, "inception", fn, params, [d[role] for d in loaded])
                 for record, value in zip(records, values):
                     record[f"inception_{role}"] = value
-        if self.has("cmmd_clip_vision"):
-            self._clip_features(loaded, records, "cmmd", "cmmd_clip_vision", F.cmmd_input)
-        if self.has("eval_clip_vision"):
-            size = self.checkpoint.module("eval_clip_vision").config.image_size
-            crop = lambda d, role: F.clip_crop_input(d[role], d["box"], size)
-            inputs = {role: [crop(d, role) for d in loaded] for role in ("source", "result")}
-            embed = F.clip_embed_fn(self.module("eval_clip_vision"))
-            for role, arrays in inputs.items():
-                values = self.runner("clip", embed, self.params("eval_clip_vision"), np.stack(arrays))
-                for record, value in zip(records, values):
-                    record[f"clip_{role}"] = value
+
+    def _embed(self, loaded, records, key, network, roles):
+        """L2-normalized CLIP image embeddings of the prepared `{key}_{role}_input` arrays."""
+        if not self.has(network):
+            return
+        embed = F.clip_embed_fn(self.module(network))
+        for role in roles:
+            values = self.runner(key, embed, self.params(network), np.stack([d[f"{key}_{role}_input"] for d in loaded]))
+            for record, value in zip(records, values):
+                record[f"{key}_{role}"] = value
+
+    def _lpips(self, loaded, records):
         with_truth = [i for i, d in enumerate(loaded) if d["truth"] is not None]
         if self.has("lpips") and with_truth:
             fn = F.lpips_fn(self.module("lpips"))
             pairs = [loaded[i]["result"] for i in with_truth], [loaded[i]["truth"] for i in with_truth]
             for i, value in zip(with_truth, F.run_by_shape(self.runner, "lpips", fn, self.params("lpips"), *pairs)):
                 records[i]["lpips"] = float(value)
-        return records
-
-    def _clip_features(self, loaded, records, key, network, prepare):
-        size = self.checkpoint.module(network).config.image_size
-        embed = F.clip_embed_fn(self.module(network))
-        for role in ("result", "reference"):
-            values = self.runner(key, embed, self.params(network), np.stack([prepare(d[role], size) for d in loaded]))
-            for record, value in zip(records, values):
-                record[f"{key}_{role}"] = value
 
     # --- the per-sample cache ---
 
