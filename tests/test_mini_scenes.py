@@ -1,0 +1,86 @@
+"""The mini world's scenes: deterministic, exact ground truth, every mask-area bucket, and a tfds data set
+that the project's readers take."""
+
+import numpy as np
+import pytest
+
+from clipaway_jax.mini import scenes
+from clipaway_jax.mini.scenes import render
+
+
+@pytest.fixture(scope="module")
+def many():
+    return [render(0, i, 64) for i in range(400)]
+
+
+def test_a_scene_is_a_function_of_seed_and_index():
+    a, b, c = render(3, 17), render(3, 17), render(4, 17)
+    for field in ("image", "mask", "background"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.caption == b.caption and not np.array_equal(a.image, c.image)
+
+
+def test_ground_truth_differs_from_the_image_exactly_under_the_target(many):
+    """The mask covers every pixel the target shows in (anti-aliased edge included): outside it the image
+    and its ground truth are identical, inside they differ (but where the colours happen to agree)."""
+    shown = []
+    for scene in many:
+        changed = np.any(scene.image != scene.background, axis=-1)
+        assert not (changed & (scene.mask == 0)).any(), scene.caption
+        shown.append(changed[scene.mask > 0].mean())
+    assert np.median(shown) > 0.9  # a target over a same-coloured look-alike changes nothing where they overlap
+
+
+def test_every_mask_area_bucket_is_populated(many):
+    areas = np.array([s.area for s in many])
+    for low, high in ((0.01, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4)):
+        assert ((areas >= low) & (areas < high)).sum() >= 15, (low, high)
+
+
+def test_the_world_has_its_variety(many):
+    assert {s.background_kind for s in many} == set(scenes.BACKGROUNDS)
+    assert {s.target.shape for s in many} == set(scenes.SHAPES) and len(scenes.SHAPES) >= 6
+    assert len({s.target.colour for s in many}) >= 8
+    assert {len(s.objects) for s in many} == {1, 2, 3, 4}
+    assert 0.03 < np.mean([s.lookalike for s in many]) < 0.5  # DCGD's repeated-object case
+
+
+def test_captions_and_box_describe_the_target():
+    scene = render(0, 5)
+    assert scene.caption in scene.scene_caption and scene.scene_caption.endswith(f"on {scene.background_kind}")
+    article = "an" if scene.target.colour[0] in "aeiou" else "a"
+    assert scene.caption == f"{article} {scene.target.colour} {scene.target.shape}"
+    x, y, w, h = scene.box
+    ys, xs = np.nonzero(scene.mask)
+    assert (x, y, x + w - 1, y + h - 1) == (xs.min(), ys.min(), xs.max(), ys.max())
+
+
+def test_tfds_data_set_round_trips_and_infer_reads_it(tmp_path):
+    import io
+
+    import tensorflow_datasets as tfds
+    from PIL import Image
+
+    from clipaway_jax.batch.sources import from_tfds
+    from clipaway_jax.mini.dataset import build
+
+    build(tmp_path, seed=1, size=32, splits={"train": 6, "validation": 2, "test": 3})
+    test = tfds.data_source("mini_scenes", split="test", data_dir=str(tmp_path))
+    record = test[1]
+    scene = render(1, 6 + 2 + 1, 32)  # test indices follow train and validation
+    decode = lambda data: np.asarray(Image.open(io.BytesIO(data)))
+    np.testing.assert_array_equal(decode(record["background"]), scene.background)
+    assert record["caption"] == scene.caption.encode() and int(record["index"]) == 9  # text comes back as bytes
+    listing = from_tfds("mini_scenes:test", str(tmp_path))
+    image, mask = listing.items[1].load()
+    assert image.shape == (32, 32, 3) and np.array_equal(mask > 0.5, scene.mask > 0)
+    with pytest.raises(ValueError, match="already holds mini_scenes with seed 1"):
+        build(tmp_path, seed=2, size=32, splits={"train": 6, "validation": 2, "test": 3})
+
+
+def test_data_scenes_command_writes_splits_and_a_preview(tmp_path, capsys):
+    from clipaway_jax.cli import main
+
+    code = main(["data", "scenes", "--out", str(tmp_path), "--train", "4", "--validation", "2", "--test", "2"])
+    assert code == 0
+    assert (tmp_path / "preview.png").is_file() and "train 4, validation 2, test 2" in capsys.readouterr().out
