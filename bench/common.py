@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from clipaway_jax.checkpoint import Checkpoint
-from clipaway_jax.models import example_inputs
+from clipaway_jax.models import UNetConfig, VAEConfig, example_inputs
 from clipaway_jax.tiny import (
     SCHEDULER_CONFIG,
     TINY_ALPHA_CLIP,
@@ -32,9 +32,16 @@ MID_ALPHA = dict(TINY_ALPHA_CLIP, hidden_size=512, intermediate_size=2048, num_h
                  num_attention_heads=8, image_size=224, projection_dim=768)  # fmt: skip
 MID_MLP = dict(TINY_MLP, alpha_clip_embed_dim=768, ip_adapter_embed_dim=1024)
 
+FULL_TEXT = dict(TINY_TEXT, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                 projection_dim=768)  # SD-1.5's CLIP ViT-L/14 text tower (the tokenizer stays the tiny one)
+FULL_ALPHA = dict(TINY_ALPHA_CLIP, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                  num_attention_heads=16, image_size=224, projection_dim=768)  # AlphaCLIP ViT-L/14
+FULL_MLP = dict(TINY_MLP, alpha_clip_embed_dim=768, ip_adapter_embed_dim=1024)
+
 SETS = {
     "tiny": (TINY_UNET, TINY_VAE, TINY_TEXT, TINY_ALPHA_CLIP, TINY_MLP),
     "mid": (MID_UNET, MID_VAE, MID_TEXT, MID_ALPHA, MID_MLP),
+    "full": (UNetConfig().to_dict(), VAEConfig().to_dict(), FULL_TEXT, FULL_ALPHA, FULL_MLP),
 }
 
 
