@@ -18,9 +18,10 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/clipaway-jax demo $(ARGS)
 
+# Two workers, a test file each at a time (module fixtures stay shared): 7.5 min instead of 11.5 on 2 cores.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow
