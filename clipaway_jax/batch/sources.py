@@ -48,7 +48,7 @@ def _header_size(path: Path):
     return size
 
 
-def _files_by_stem(folder: Path, label: str) -> dict[str, Path]:
+def files_by_stem(folder: Path, label: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: {label} folder not found")
     files = {}
@@ -60,7 +60,7 @@ def _files_by_stem(folder: Path, label: str) -> dict[str, Path]:
 
 def from_folders(images: Path, masks: Path) -> Listing:
     """Pairs by stem (`cat.jpg` with `cat.png`), never by sorted position; reports the unpaired."""
-    image_files, mask_files = _files_by_stem(images, "--images"), _files_by_stem(masks, "--masks")
+    image_files, mask_files = files_by_stem(images, "--images"), files_by_stem(masks, "--masks")
     items = [
         Item(stem, _file_loader(path, mask_files[stem]), str(path), _header_size(path), (path, mask_files[stem]))
         for stem, path in sorted(image_files.items())

@@ -114,7 +114,7 @@ def _gather(evaluator, samples, records, problems):
     multihost_utils.sync_global_devices("clipaway-jax eval features written")
     merged = {}
     for sample in samples:
-        record = records.get(sample.name) or evaluator._cached(sample)
+        record = records.get(sample.name) or evaluator.cached_record(sample)
         if record is not None:
             merged[sample.name] = record
     missing = {s.name for s in samples} - set(merged) - {name for name, _ in problems}

@@ -9,7 +9,6 @@ shape (the Inception and LPIPS programs compile once per shape).
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
+from clipaway_jax.pipelines.images import to_uint8
 from clipaway_jax.preprocess import CLIP_MEAN, CLIP_STD
 from clipaway_jax.resample import torchvision_resize_size
 
@@ -55,10 +55,6 @@ def by_shape(arrays: list[np.ndarray]) -> dict[tuple, list[int]]:
     return groups
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
-
-
 def clip_crop_input(image: np.ndarray, box: tuple[int, int, int, int] | None, size: int) -> np.ndarray:
     """CLIP's `_transform(size)` on the box crop of an image in [0, 1]: Pillow bicubic Resize(size)
     (long side truncated), CenterCrop, normalize; [size, size, 3] float32. No box: the whole image."""
@@ -69,8 +65,7 @@ def clip_crop_input(image: np.ndarray, box: tuple[int, int, int, int] | None, si
     new_h, new_w = torchvision_resize_size(pil.height, pil.width, size)
     pil = pil.resize((new_w, new_h), Image.BICUBIC)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-    pixels = np.asarray(pil.crop((left, top, left + size, top + size)), np.float32) / 255.0
-    return ((pixels - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)).astype(np.float32)
+    return _clip_normalize(pil.crop((left, top, left + size, top + size)))
 
 
 def cmmd_input(image: np.ndarray, size: int) -> np.ndarray:
@@ -78,7 +73,11 @@ def cmmd_input(image: np.ndarray, size: int) -> np.ndarray:
     pil = Image.fromarray(to_uint8(image))
     side = min(pil.size)
     left, top = (pil.width - side) // 2, (pil.height - side) // 2
-    pil = pil.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+    return _clip_normalize(pil.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC))
+
+
+def _clip_normalize(pil: Image.Image) -> np.ndarray:
+    """ToTensor and Normalize with CLIP's mean and std, channels last."""
     pixels = np.asarray(pil, np.float32) / 255.0
     return ((pixels - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)).astype(np.float32)
 
@@ -113,7 +112,3 @@ def run_by_shape(runner: DeviceRunner, name: str, fn, params, *lists: list[np.nd
 def batches(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def steps(count: int, size: int) -> int:
-    return math.ceil(count / size) if size else 0

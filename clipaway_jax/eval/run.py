@@ -82,7 +82,7 @@ class Evaluator:
         (decoding, image metrics, Pillow crops) runs in threads while the devices process the previous one."""
         records, problems, todo = {}, [], []
         for sample in samples:
-            cached = self._cached(sample)
+            cached = self.cached_record(sample)
             if cached is not None:
                 records[sample.name] = cached
             else:
@@ -173,7 +173,7 @@ class Evaluator:
         digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
         return Path(self.cache_dir) / f"{sample.name}.{digest}.npz"
 
-    def _cached(self, sample: Sample) -> dict | None:
+    def cached_record(self, sample: Sample) -> dict | None:
         path = self._path(sample)
         if path is None or not path.is_file():
             return None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipaway_jax.batch.sources import IMAGE_EXTENSIONS, Listing
+from clipaway_jax.batch.sources import Listing, files_by_stem
 
 
 @dataclass
@@ -72,7 +72,7 @@ def pair(results: dict[str, Path], listing: Listing, ground_truth: Path | None, 
     problems = list(listing.problems)
     problems += [(name, "result without a source image/mask") for name in sorted(set(results) - set(sources))]
     problems += [(name, "source without a result") for name in sorted(set(sources) - set(results) - known)]
-    truths = _files_by_stem(ground_truth) if ground_truth is not None else {}
+    truths = files_by_stem(ground_truth, "--ground-truth") if ground_truth is not None else {}
     samples = []
     for name in sorted(set(results) & set(sources)):
         truth = truths.get(name)
@@ -85,12 +85,6 @@ def pair(results: dict[str, Path], listing: Listing, ground_truth: Path | None, 
             if sample.name not in labels.boxes:
                 problems.append((sample.name, "no box in the labels file: the mask's box is used"))
     return samples, problems
-
-
-def _files_by_stem(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: ground-truth folder not found")
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
 
 
 def read_labels(path: Path) -> Labels:
