@@ -26,8 +26,8 @@ EXAMPLES = textwrap.dedent(
       clipaway-jax convert --mlp ckpts/CLIPAway/model.safetensors --out checkpoints/mlp-only
 
     the evaluation networks (for `clipaway-jax eval`; pip install --no-deps lpips provides alex.pth):
-      clipaway-jax convert --inception pt_inception-2015-12-05-6726825d.pth \
-          --alexnet alexnet-owt-7be5be79.pth --eval-clip openai/clip-vit-base-patch32 \
+      clipaway-jax convert --inception pt_inception-2015-12-05-6726825d.pth \\
+          --alexnet alexnet-owt-7be5be79.pth --eval-clip openai/clip-vit-base-patch32 \\
           --cmmd-clip openai/clip-vit-large-patch14-336 --out checkpoints/metrics
 
     Hub ids: OWNER/NAME[@REVISION][:PATH/IN/REPO]. Only the files that are converted are downloaded
