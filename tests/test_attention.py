@@ -43,3 +43,43 @@ def test_block_size_divides_the_length():
     assert attn._block_size(4096, 256) == 256
     assert attn._block_size(960, 256) == 240
     assert attn._block_size(1009, 256) == 1009  # a prime: one block
+
+
+@pytest.mark.parametrize(
+    "platform, dtype, head, expected",
+    [
+        ("cpu", jnp.float32, 40, "blockwise"),
+        ("cpu", jnp.bfloat16, 64, "blockwise"),
+        ("tpu", jnp.float32, 40, "pallas_tpu"),
+        ("tpu", jnp.bfloat16, 160, "pallas_tpu"),
+        ("gpu", jnp.bfloat16, 40, "cudnn"),
+        ("gpu", jnp.float16, 128, "cudnn"),
+        ("gpu", jnp.float32, 40, "blockwise"),  # cuDNN's fused attention takes half precision only
+        ("gpu", jnp.bfloat16, 160, "blockwise"),  # a head size it does not take
+        ("gpu", jnp.bfloat16, 36, "blockwise"),
+    ],
+)
+def test_long_attention_kernel_per_platform(platform, dtype, head, expected):
+    long = jnp.zeros((1, 1024, 2, head), dtype)
+    assert attn.choose(long, long, platform=platform) == expected
+    with attn.for_platform(platform):
+        assert attn.choose(long, long) == expected
+
+
+@pytest.mark.parametrize("platform", ["cpu", "gpu", "tpu"])
+def test_short_or_masked_attention_takes_xla_everywhere(platform):
+    long, short = jnp.zeros((1, 1024, 2, 64), jnp.bfloat16), jnp.zeros((1, 77, 2, 64), jnp.bfloat16)
+    assert attn.choose(long, short, platform=platform) == "xla"
+    assert attn.choose(long, long, masked=True, platform=platform) == "xla"
+
+
+def test_pallas_tpu_kernel_equals_reference_attention_in_interpret_mode():
+    """The TPU kernel, run by the Pallas interpreter on this CPU, at the UNet's head size 40."""
+    from jax.experimental.pallas import tpu as pltpu
+
+    rng = np.random.RandomState(0)
+    q, k, v = (jnp.asarray(rng.randn(2, 256, 2, 40), jnp.float32) for _ in range(3))
+    with pltpu.force_tpu_interpret_mode():
+        out = attn.pallas_tpu_attention(q, k, v)
+    exact = jax.nn.dot_product_attention(q, k, v)
+    assert float(jnp.abs(out - exact).max()) <= 1e-5
