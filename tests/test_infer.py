@@ -218,3 +218,17 @@ def test_tfds_data_source_input(folders, tiny_checkpoint, tmp_path):
                      "--checkpoint", str(tiny_checkpoint), *ARGS])  # fmt: skip
     assert code == 0
     assert len(list(out.glob("*.png"))) == N
+
+
+def test_coordinator_auto_lets_jax_find_the_cluster(monkeypatch):
+    """`--coordinator auto` calls jax.distributed.initialize() with no arguments (TPU pods, SLURM)."""
+    import argparse
+
+    import jax
+
+    from clipaway_jax.commands.infer import init_distributed
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+    init_distributed(argparse.Namespace(coordinator="auto", num_processes=None, process_id=None))
+    assert calls == [((), {})]

@@ -59,7 +59,8 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
 
 def add_distributed(p: argparse.ArgumentParser) -> None:
     dist = p.add_argument_group("multi-host (jax.distributed)")
-    dist.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"), help="host:port")
+    dist.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                      help="host:port of process 0, or 'auto' (TPU pods, SLURM: jax finds it)")  # fmt: skip
     dist.add_argument("--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES"))
     dist.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"))
 
@@ -69,10 +70,14 @@ def _env_int(name: str) -> int | None:
 
 
 def init_distributed(args: argparse.Namespace) -> None:
-    """`jax.distributed.initialize` from flags or the usual variables; CPU hosts use gloo collectives."""
+    """`jax.distributed.initialize` from flags or the usual variables; CPU hosts use gloo collectives.
+    `--coordinator auto` lets JAX find everything itself (TPU pod slices, SLURM, Open MPI)."""
     import jax
 
     if not args.coordinator:
+        return
+    if args.coordinator == "auto":
+        jax.distributed.initialize()
         return
     if os.environ.get("JAX_PLATFORMS", "").startswith(
         "cpu"

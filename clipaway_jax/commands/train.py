@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
     run.add_argument("--val-fraction", type=float, default=0.0, help="hold out this fraction for validation loss")
     run.add_argument("--fsdp", type=int, default=1, help="shard params and optimizer state over this many devices")
     run.add_argument("--export", type=Path, help="write a checkpoint for remove/infer with the trained network")
-    run.add_argument("--coordinator", help="jax.distributed coordinator host:port")
+    run.add_argument("--coordinator", help="jax.distributed coordinator host:port, or auto (TPU pods, SLURM)")
     run.add_argument("--num-processes", type=int)
     run.add_argument("--process-id", type=int)
     unet = p.add_argument_group("unet")
