@@ -84,8 +84,19 @@ def add(p: argparse.ArgumentParser) -> None:
         help="paste the unmasked pixels back with a feathered edge of RADIUS px (default 0 = off)",
     )
     g = p.add_argument_group("runtime")
-    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU")  # fmt: skip
     g.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="persistent XLA compilation cache ('' = off)")
+
+
+def compute_dtype(name: str) -> str:
+    """bfloat16 where it pays (accelerators: half the weight memory and bandwidth, their fast matmul units;
+    norms and softmax keep float32 statistics inside the layers), float32 on CPU."""
+    import jax
+
+    if name != "auto":
+        return name
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
 def options(args: argparse.Namespace) -> RemovalOptions:
@@ -117,7 +128,7 @@ def load_pipeline(args: argparse.Namespace, checkpoint=None, mesh=None, rules=No
     describe = needs_descriptions(args.guidance_mode)
     extra = ("clip_text", "clip_vision") if describe else ()
     path = checkpoint or args.checkpoint
-    pipe = CLIPAwayPipeline.from_checkpoint(path, args.dtype, mesh, unet_name(args), extra, rules)
+    pipe = CLIPAwayPipeline.from_checkpoint(path, compute_dtype(args.dtype), mesh, unet_name(args), extra, rules)
     return pipe, (describer(pipe.checkpoint, args) if describe else None)
 
 
