@@ -146,7 +146,7 @@ def write_section(title: str, table: str) -> None:
     sections = text.split("\n## ")
     head, rest = sections[0], ["## " + s for s in sections[1:]]
     rest = [s for s in rest if s.splitlines()[0] != title]
-    RESULTS.write_text("\n".join([head.rstrip("\n"), *[s.rstrip("\n") for s in rest], table]) + "\n")
+    RESULTS.write_text("\n\n".join([head.rstrip("\n"), *[s.rstrip("\n") for s in rest], table]) + "\n")
 
 
 if __name__ == "__main__":
