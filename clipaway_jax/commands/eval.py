@@ -201,15 +201,8 @@ def _grids(args, out, samples, records, names) -> None:
 
 
 def _thumbnails(panels, height: int = 128):
-    import numpy as np
-    from PIL import Image
-
     from clipaway_jax.pipelines.images import grid
+    from clipaway_jax.pipelines.run import resize_panel
 
-    small = []
-    for p in panels:
-        rgb = np.repeat(p[..., None], 3, -1) if p.ndim == 2 else p
-        image = Image.fromarray(np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8))
-        width = max(1, round(image.width * height / image.height))
-        small.append(np.asarray(image.resize((width, height), Image.BICUBIC), np.float32) / 255.0)
-    return grid(small)
+    width = lambda p: max(1, round(p.shape[1] * height / p.shape[0]))
+    return grid([resize_panel(p, (height, width(p))) for p in panels])

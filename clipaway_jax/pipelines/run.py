@@ -67,10 +67,11 @@ def comparison_grid(prepared: Prepared, result: np.ndarray, extra: list[np.ndarr
     """input | mask | [extra panels] | result, all at the result's size."""
     h, w = result.shape[:2]
     panels = [prepared.original, prepared.original_mask, *extra, result]
-    return grid([_resize_panel(p, (h, w)) for p in panels])
+    return grid([resize_panel(p, (h, w)) for p in panels])
 
 
-def _resize_panel(panel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_panel(panel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A picture panel at (h, w): bicubic for images, nearest for masks ([H, W])."""
     if panel.shape[:2] == size:
         return panel
     mode = Image.NEAREST if panel.ndim == 2 else Image.BICUBIC
