@@ -150,7 +150,8 @@ def load_checkpoint(
             if name not in manifest["networks"]:
                 raise CheckpointError(f"{path}: no network {name!r}; it has {sorted(manifest['networks'])}")
             target = _restore_target(manifest["networks"][name], mesh, (shardings or {}).get(name), dtype, rules)
-            checkpoint.params[name] = checkpointer.restore((path / "params" / name).absolute(), target)
+            stored = manifest["networks"][name].get("params_of", name)  # e.g. an eval tower that IS alpha_clip
+            checkpoint.params[name] = checkpointer.restore((path / "params" / stored).absolute(), target)
     hostmem.release_freed()
     return checkpoint
 

@@ -129,7 +129,7 @@ def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def write_tokenizer(folder: str | Path, num_merges: int = 200) -> int:
+def write_tokenizer(folder: str | Path, num_merges: int = 200, corpus: str = _CORPUS) -> int:
     """Write `vocab.json`, `merges.txt`, `tokenizer_config.json` and `special_tokens_map.json` in the
     layout of SD's `tokenizer/` folder; returns the vocabulary size (EOS is the last id, as in CLIP)."""
     import re
@@ -137,7 +137,7 @@ def write_tokenizer(folder: str | Path, num_merges: int = 200) -> int:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     chars = list(_bytes_to_unicode().values())
-    words = re.findall(r"[a-z]+", _CORPUS.lower())
+    words = re.findall(r"[a-z]+", corpus.lower())
     merges = _learn_merges(words, num_merges)
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
     tokens = list(dict.fromkeys(tokens)) + ["<|startoftext|>", "<|endoftext|>"]

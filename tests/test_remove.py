@@ -238,6 +238,6 @@ def test_remove_help_has_examples(capsys):
 
 def test_demo_runs_on_the_tiny_model_set(tmp_path, capsys):
     """`make demo`'s command: build the tiny set through convert, remove from the shipped samples, write a grid."""
-    assert cli_main(["demo", "--out", str(tmp_path), "--steps", "2", "--cache-dir", ""]) == 0
+    assert cli_main(["demo", "--tiny", "--out", str(tmp_path), "--steps", "2", "--cache-dir", ""]) == 0
     assert (tmp_path / "grid.png").is_file() and len(list(tmp_path.glob("*_on_*.png"))) == 3
     assert "random weights" in capsys.readouterr().out

@@ -165,7 +165,8 @@ def test_unet_finetune_step_learns_on_a_fixed_batch(tiny_checkpoint, variant, tm
     loss = unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest["scheduler"])
     frozen = {n: {"params": ckpt.params[n]} for n in ("vae", "text_encoder")}
     cfg = TrainConfig(steps=6, global_batch=2, learning_rate=1e-3, weight_decay=0.0)
-    trainer = Trainer(cfg, loss, abstract_params(unet), params, tmp_path, make_mesh(), REPLICATED, frozen)
+    abstract = {"params": {"unet": abstract_params(unet)["params"]}}
+    trainer = Trainer(cfg, loss, abstract, {"unet": params}, tmp_path, make_mesh(), REPLICATED, frozen)
     rng = np.random.default_rng(0)
     batch = {"images": rng.random((2, 64, 64, 3), dtype=np.float32),
              "masks": np.stack([random_mask(np.random.default_rng(i), 64) for i in range(2)]),

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("image", type=Path)
     p.add_argument("mask", type=Path)
-    p.add_argument("--checkpoint", type=Path, required=True, help="converted with --alpha-clip and --clip")
+    p.add_argument("--checkpoint", type=Path,
+                   help="converted with --alpha-clip and --clip (default: the shipped mini model)")
     p.add_argument("--objects", type=Path, help="object vocabulary (one name per line)")
     p.add_argument("--scenes", type=Path, help="scene vocabulary (one name per line)")
     p.add_argument("--top-k-mask", type=int, default=1, help="objects joined into T_mask (default 1)")
@@ -37,11 +38,12 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.mini.shipped import checkpoint_or_default
     from clipaway_jax.pipelines.describe import RegionDescriber, read_vocab
     from clipaway_jax.pipelines.run import prepare
 
     networks = ["alpha_clip", "clip_text"] + (["clip_vision"] if args.use_crop else [])
-    checkpoint = load_checkpoint(args.checkpoint, networks=networks)
+    checkpoint = load_checkpoint(checkpoint_or_default(args.checkpoint), networks=networks)
     vocab = lambda path: read_vocab(path) if path else None
     describer = RegionDescriber(checkpoint, vocab(args.objects), vocab(args.scenes), cache_dir=args.cache_dir or None)
     prepared = prepare(args.image, args.mask, None, keep_aspect=False)

@@ -38,9 +38,11 @@ def add_parser(sub) -> None:
     add_inputs(p)
     p.add_argument("--ground-truth", type=Path, help="folder of ground-truth backgrounds, by file stem (DCGD table)")
     p.add_argument("--labels", type=Path, help="COCO instances JSON or CSV name,class[,x,y,w,h]: boxes and classes")
-    p.add_argument("--metrics", type=Path, required=True, help="checkpoint with the metric networks (convert --help)")
+    p.add_argument("--metrics", type=Path, help="checkpoint with the metric networks (convert --help; default: the "
+                   "shipped mini model, whose AlphaCLIP space serves CLIP@k, FD and CMMD)")  # fmt: skip
     p.add_argument("--out", type=Path, help="output folder (default RESULTS/eval)")
-    p.add_argument("--vocab", type=Path, help="CLIP@k class names (default: the labels' classes, else COCO's 80)")
+    p.add_argument("--vocab", type=Path, help="CLIP@k class names (default: the labels' classes, else the metrics "
+                   "checkpoint's vocab/objects.txt, else COCO's 80)")  # fmt: skip
     p.add_argument("--clip-distance", choices=("cosine", "l2"), default="cosine", help="CLIP Dist definition")
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100, as torch-fidelity)")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="images per KID subset (default 1000)")
@@ -70,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from clipaway_jax.eval import report
     from clipaway_jax.eval.run import EvalOptions, Evaluator
     from clipaway_jax.eval.samples import pair, read_labels, result_files
+    from clipaway_jax.mini.shipped import checkpoint_or_default
 
+    args.metrics = checkpoint_or_default(args.metrics, "--metrics")
     out = args.out or args.results / "eval"
     results, problems = result_files(args.results)
     labels = read_labels(args.labels) if args.labels else None
@@ -164,7 +168,8 @@ def _vocabulary(args, labels) -> list[str]:
         return read_vocab(args.vocab)
     if labels is not None and labels.classes:
         return labels.classes
-    return read_vocab(resources.files("clipaway_jax") / "assets" / "vocab" / "coco80.txt")
+    own = Path(args.metrics) / "vocab" / "objects.txt"  # a checkpoint of another world (the mini one)
+    return read_vocab(own if own.is_file() else resources.files("clipaway_jax") / "assets" / "vocab" / "coco80.txt")
 
 
 def _text_features(evaluator, classes):

@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_inputs(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint made by `clipaway-jax convert`")
+    p.add_argument("--checkpoint", type=Path,
+                   help="a checkpoint made by `clipaway-jax convert` (default: the shipped mini model)")
     p.add_argument("--per-device-batch", type=int, default=1, help="images per device per step (default 1)")
     p.add_argument(
         "--native-size",
@@ -112,10 +113,12 @@ def run(args: argparse.Namespace) -> int:
         gather_summary,
         write_results,
     )
+    from clipaway_jax.mini.shipped import checkpoint_or_default
     from clipaway_jax.pipelines.run import default_size, enable_compilation_cache
     from clipaway_jax.sharding import FSDP_RULES, REPLICATED, make_mesh
 
     enable_compilation_cache(args.cache_dir)
+    args.checkpoint = checkpoint_or_default(args.checkpoint)
     found = listing(args)
     mesh = make_mesh(fsdp=args.fsdp)
     pipe, describer = pipeline_args.load_pipeline(args, mesh=mesh, rules=FSDP_RULES if args.fsdp > 1 else REPLICATED)

@@ -25,8 +25,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def add(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    g.add_argument("--scheduler", choices=sorted(SAMPLERS), default="pndm", help="sampler (default pndm, as published)")
+    g.add_argument("--steps", type=int, help="denoising steps (default 50, or the checkpoint's own default)")
+    g.add_argument("--scheduler", choices=sorted(SAMPLERS),
+                   help="sampler (default pndm, as published, or the checkpoint's own default)")  # fmt: skip
     g.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
     g.add_argument("--ip-scale", type=float, default=1.0, help="IP-Adapter scale (default 1.0)")
     g.add_argument("--seed", type=int, default=42, help="seed; per-image noise derives from (seed, image name)")
@@ -75,7 +76,8 @@ def add(p: argparse.ArgumentParser) -> None:
         "--keep-aspect", action="store_true", help="resize preserving aspect ratio and pad (undone on output)"
     )
     g.add_argument("--dilate-kernel", type=int, default=5, help="mask dilation kernel (default 5)")
-    g.add_argument("--dilate-iterations", type=int, default=5, help="mask dilation iterations; 0 = off (default 5)")
+    g.add_argument("--dilate-iterations", type=int,
+                   help="mask dilation iterations; 0 = off (default 5, or the checkpoint's own default)")  # fmt: skip
     g.add_argument(
         "--paste-back",
         type=int,
@@ -97,6 +99,18 @@ def compute_dtype(name: str) -> str:
     if name != "auto":
         return name
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+BUILT_IN_DEFAULTS = dict(steps=50, scheduler="pndm", dilate_iterations=5)  # the published CLIPAway settings
+
+
+def resolve_defaults(args: argparse.Namespace, manifest: dict) -> None:
+    """Flags not given take the checkpoint's `pipeline_defaults` (e.g. the mini model's, scaled to its
+    64 px world), else the published settings. A flag given on the command line always wins."""
+    own = manifest.get("pipeline_defaults", {})
+    for key, value in BUILT_IN_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, own.get(key, value))
 
 
 def options(args: argparse.Namespace) -> RemovalOptions:
@@ -129,6 +143,7 @@ def load_pipeline(args: argparse.Namespace, checkpoint=None, mesh=None, rules=No
     extra = ("clip_text", "clip_vision") if describe else ()
     path = checkpoint or args.checkpoint
     pipe = CLIPAwayPipeline.from_checkpoint(path, compute_dtype(args.dtype), mesh, unet_name(args), extra, rules)
+    resolve_defaults(args, pipe.checkpoint.manifest)
     return pipe, (describer(pipe.checkpoint, args) if describe else None)
 
 

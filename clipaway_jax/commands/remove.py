@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("image", type=Path, help="input image (any PIL format; alpha and grayscale are converted)")
     p.add_argument("mask", type=Path, help="mask image, white = remove (binarized at 0.5)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output PNG (written atomically)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint made by `clipaway-jax convert`")
+    p.add_argument("--checkpoint", type=Path,
+                   help="a checkpoint made by `clipaway-jax convert` (default: the shipped mini model)")
     p.add_argument("--grid", action="store_true", help="also write OUT.grid.png: input | mask | result")
     p.add_argument(
         "--show-embeddings",
@@ -41,6 +42,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clipaway_jax.mini.shipped import checkpoint_or_default
     from clipaway_jax.pipelines.images import write_png_atomic
     from clipaway_jax.pipelines.run import (
         check_output,
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     check_output(args.output, args.overwrite, (args.image, args.mask))
+    args.checkpoint = checkpoint_or_default(args.checkpoint)
     enable_compilation_cache(args.cache_dir)
     pipe, describer = pipeline_args.load_pipeline(args)
     prepared = prepare(args.image, args.mask, args.size or default_size(pipe), args.keep_aspect)

@@ -1,12 +1,16 @@
-"""`clipaway-jax train {mlp,unet}` (also `python -m train`): CLIPAway's MLP and DCGD's UNet fine-tune."""
+"""`clipaway-jax train TASK` (also `python -m train`): CLIPAway's MLP, DCGD's UNet fine-tune, and the
+trainings from scratch of a world without published weights (AlphaCLIP + text tower, image encoder, VAE,
+inpainting UNet with IP-Adapter: see clipaway_jax.mini)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 DESCRIPTION = textwrap.dedent(
     """\
@@ -14,6 +18,12 @@ DESCRIPTION = textwrap.dedent(
     weight decay 1e-4, batch 8 as published) or fine-tunes the inpainting UNet with DCGD's noise MSE
     (9 channels, or 12 with --unet-variant dcgd12; Adam 1e-4, batch 64 in the paper). Resumes from
     WORKDIR automatically (params, optimizer, step, data position).
+
+    From scratch (architectures from the checkpoint manifest's `init` section, data with the mini_scenes
+    features: image, mask, caption, scene_caption, box): alpha-clip (AlphaCLIP + its text tower,
+    contrastive), image-encoder (the IP-Adapter's image tower, contrastive), vae (KL autoencoder),
+    inpaint (9-channel inpainting UNet + IP-Adapter, reconstructing the image under random masks).
+    `make mini` runs them all (see clipaway_jax/mini/recipe.py).
 
     examples:
       clipaway-jax train mlp --checkpoint checkpoints/clipaway --images coco/train2017 --workdir runs/mlp \\
@@ -27,7 +37,7 @@ DESCRIPTION = textwrap.dedent(
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the CLIPAway MLP or fine-tune the UNet (DCGD)", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("task", choices=("mlp", "unet"))
+    p.add_argument("task", choices=("mlp", "unet", "alpha-clip", "image-encoder", "vae", "inpaint"))
     p.add_argument("--checkpoint", type=Path, required=True, help="converted checkpoint with the frozen networks")
     p.add_argument("--workdir", type=Path, required=True, help="checkpoints, metrics.jsonl, tensorboard/")
     src = p.add_argument_group("data (one of)")
@@ -60,7 +70,9 @@ def add_parser(sub) -> None:
     run.add_argument("--process-id", type=int)
     unet = p.add_argument_group("unet")
     unet.add_argument("--unet-variant", choices=("inpaint", "dcgd12"), default="inpaint")
-    unet.add_argument("--size", type=int, default=512, help="training resolution (multiple of 64)")
+    unet.add_argument("--size", type=int, help="training resolution, multiple of 64 (mlp, unet; default 512)")
+    unet.add_argument("--captions", action="store_true",
+                      help="unet: a mini_scenes-like data set: object and random masks, scene captions as text")
     unet.add_argument("--prompt", default="", help="conditioning text (e.g. a T_info description)")
     unet.add_argument("--mask-area", type=float, nargs=2, default=(0.01, 0.4), metavar=("MIN", "MAX"))
     unet.add_argument("--remat", action="store_true", help="rematerialize UNet blocks (less memory, more compute)")
@@ -69,7 +81,9 @@ def add_parser(sub) -> None:
     p.set_defaults(run=main)
 
 
-DEFAULTS = {"mlp": dict(batch=8, lr=1e-5, weight_decay=1e-4), "unet": dict(batch=64, lr=1e-4, weight_decay=0.0)}
+SCRATCH = dict(batch=64, lr=1e-3, weight_decay=0.0)
+DEFAULTS = {"mlp": dict(batch=8, lr=1e-5, weight_decay=1e-4), "unet": dict(batch=64, lr=1e-4, weight_decay=0.0),
+            "alpha-clip": SCRATCH, "image-encoder": SCRATCH, "vae": SCRATCH, "inpaint": SCRATCH}  # fmt: skip
 
 
 def train_config(args):
@@ -117,6 +131,21 @@ def data_source(args):
     raise ValueError("give --images DIR or --tfds NAME:SPLIT")
 
 
+@dataclasses.dataclass
+class Task:
+    """What a training needs: the trained networks' manifest entries and params ({name: params}, plus
+    e.g. a contrastive `logit_scale`), the loss, the frozen networks, the batch loader, the data size,
+    and `finish(params) -> {name: entry updates}` for what is measured after training."""
+
+    entries: dict
+    params: dict
+    loss: Any
+    frozen: Any
+    load: Any
+    size: int
+    finish: Any = None
+
+
 def main(args) -> int:
     from clipaway_jax.commands.infer import init_distributed
 
@@ -128,47 +157,52 @@ def main(args) -> int:
     cfg = train_config(args)
     mesh = make_mesh(fsdp=args.fsdp)
     rules = FSDP_RULES if args.fsdp > 1 else REPLICATED
-    task = _mlp_task if args.task == "mlp" else _unet_task
-    network, entry, loss_fn, params, frozen, load, size = task(args, cfg, mesh)
-    _train(args, cfg, mesh, rules, entry, loss_fn, params, frozen, load, size, network)
+    task = TASKS[args.task](args, cfg)
+    _train(args, cfg, mesh, rules, task)
     if jax.process_index() == 0:
-        print(f"trained {network} for {cfg.steps} steps; logs in {args.workdir}")
+        print(f"trained {', '.join(task.entries)} for {cfg.steps} steps; logs in {args.workdir}")
     return 0
 
 
-def _mlp_task(args, cfg, mesh):
-    import jax
+def _mlp_task(args, cfg):
     import numpy as np
 
     from clipaway_jax.checkpoint import load_checkpoint
-    from clipaway_jax.models import CLIPAwayMLP
     from clipaway_jax.training import tasks
 
     # frozen towers stay host-local numpy: each process replicates them over its own devices when caching
     ckpt = load_checkpoint(args.checkpoint, networks=["alpha_clip", "image_encoder"])
-    mlp_config = _mlp_config(ckpt)
-    module = CLIPAwayMLP(mlp_config, dtype=_activation_dtype(args))
-    entry = {"class": "CLIPAwayMLP", "config": mlp_config.to_dict()}
-    params = module.init(jax.random.key(cfg.seed), np.zeros((1, mlp_config.alpha_clip_embed_dim), np.float32))["params"]
+    entry = {"class": "CLIPAwayMLP", "config": _mlp_config(ckpt).to_dict()}
+    params = {"mlp": init_params(entry, cfg.seed)}
+    module = _module(entry, args)
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("alpha_clip", "image_encoder")})
     alpha_clip, encoder = ckpt.module("alpha_clip"), ckpt.module("image_encoder")
     source = data_source(args)
+    size = args.size or 512
     if args.cache_embeddings:
-        folder = args.workdir / "embeddings"
-
-        if not (folder / "manifest.json").is_file():  # every process encodes its slice on its devices
-            start = time.perf_counter()
-            tasks.cache_embeddings(source, alpha_clip, encoder, frozen, folder, image_size=512)
-            if jax.process_index() == 0:
-                print(f"cached embeddings of {len(source)} images in {time.perf_counter() - start:.1f} s")
-        multihost_barrier("clipaway-jax embeddings manifest written")
-        arrays = tasks.load_cached_embeddings(folder)
+        arrays = _cached_embeddings(args, source, alpha_clip, encoder, frozen, size)
         load = lambda idx: {k: np.asarray(v[idx]) for k, v in arrays.items()}
-        return "mlp", entry, tasks.mlp_loss(module), params, None, load, len(arrays["alpha_embeds"])
+        return Task({"mlp": entry}, params, tasks.mlp_loss(module), None, load, len(arrays["alpha_embeds"]))
     from clipaway_jax.training.data import decode_image
 
-    load = lambda idx: {"images": np.stack([decode_image(source[int(i)]["image"], 512) for i in idx])}
-    return "mlp", entry, tasks.mlp_loss_from_images(module, alpha_clip, encoder), params, frozen, load, len(source)
+    load = lambda idx: {"images": np.stack([decode_image(source[int(i)]["image"], size) for i in idx])}
+    loss = tasks.mlp_loss_from_images(module, alpha_clip, encoder)
+    return Task({"mlp": entry}, params, loss, frozen, load, len(source))
+
+
+def _cached_embeddings(args, source, alpha_clip, encoder, frozen, size):
+    import jax
+
+    from clipaway_jax.training import tasks
+
+    folder = args.workdir / "embeddings"
+    if not (folder / "manifest.json").is_file():  # every process encodes its slice on its devices
+        start = time.perf_counter()
+        tasks.cache_embeddings(source, alpha_clip, encoder, frozen, folder, image_size=size)
+        if jax.process_index() == 0:
+            print(f"cached embeddings of {len(source)} images in {time.perf_counter() - start:.1f} s")
+    multihost_barrier("clipaway-jax embeddings manifest written")
+    return tasks.load_cached_embeddings(folder)
 
 
 def _mlp_config(ckpt):
@@ -179,7 +213,7 @@ def _mlp_config(ckpt):
     return MLPConfig(alpha_clip_embed_dim=alpha, ip_adapter_embed_dim=target)
 
 
-def _unet_task(args, cfg, mesh):
+def _unet_task(args, cfg):
     from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.models.dcgd import dcgd12_from_inpaint
     from clipaway_jax.tokenizer import load_tokenizer, tokenize
@@ -189,17 +223,129 @@ def _unet_task(args, cfg, mesh):
     unet = ckpt.module("unet", _activation_dtype(args)).clone(remat=args.remat)
     params = ckpt.params["unet"]
     entry = dict(ckpt.manifest["networks"]["unet"])
+    entry.pop("params_of", None)
     if args.unet_variant == "dcgd12":
         params, config = dcgd12_from_inpaint(jax_tree_numpy(params), unet.config)
         unet = unet.clone(config=config)
         entry["config"] = config.to_dict()
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("vae", "text_encoder")})
-    ids = tokenize(load_tokenizer(ckpt.tokenizer_path), [args.prompt])[0]
     source = data_source(args)
-    load = tasks.unet_batch_loader(source, args.size, ids, args.seed, tuple(args.mask_area))
-    loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}))
+    if args.captions:  # a data set with captions (mini_scenes): its object masks and scene captions
+        from clipaway_jax.mini.batches import inpaint_loader
+
+        load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), args.seed)
+    else:
+        ids = tokenize(load_tokenizer(ckpt.tokenizer_path), [args.prompt])[0]
+        load = tasks.unet_batch_loader(source, args.size or 512, ids, args.seed, tuple(args.mask_area))
     name = "unet_dcgd12" if args.unet_variant == "dcgd12" else "unet"
-    return name, entry, loss, params, frozen, load, len(source)
+    loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
+                           name)  # fmt: skip
+    return Task({name: entry}, {name: params}, loss, frozen, load, len(source))
+
+
+# --- trainings from scratch (a world without published weights: see clipaway_jax.mini) -------------
+
+
+def _new_networks(args, cfg, names):
+    """Entries and initial params of networks the checkpoint does not have yet: their architectures
+    come from the checkpoint manifest's `init` section (written by e.g. `clipaway_jax.mini.models`)."""
+    from clipaway_jax.checkpoint import read_manifest
+
+    manifest = read_manifest(args.checkpoint)
+    missing = [n for n in names if n not in manifest.get("init", {})]
+    if missing:
+        raise ValueError(f"{args.checkpoint}: the manifest's 'init' section has no architecture for {missing}")
+    entries = {n: manifest["init"][n] for n in names}
+    return entries, {n: init_params(entry, cfg.seed + i) for i, (n, entry) in enumerate(entries.items())}
+
+
+def _contrastive_task(vision_name, text_name, alpha):
+    def task(args, cfg):
+        import numpy as np
+
+        from clipaway_jax.mini.batches import contrastive_loader
+        from clipaway_jax.tokenizer import load_tokenizer
+        from clipaway_jax.training.pretrain import INIT_LOGIT_SCALE, contrastive_loss
+
+        entries, params = _new_networks(args, cfg, [vision_name, text_name])
+        params["logit_scale"] = np.float32(INIT_LOGIT_SCALE)
+        loss = contrastive_loss(_module(entries[vision_name], args), _module(entries[text_name], args), vision_name,
+                                text_name)  # fmt: skip
+        source = data_source(args)
+        load = contrastive_loader(source, load_tokenizer(args.checkpoint / "tokenizer"), args.seed, alpha)
+        scale = lambda p: {n: {"logit_scale": float(p["logit_scale"])} for n in (vision_name, text_name)}
+        return Task(entries, params, loss, None, load, len(source), scale)
+
+    return task
+
+
+def _vae_task(args, cfg):
+    from clipaway_jax.mini.batches import image_loader
+    from clipaway_jax.training.pretrain import vae_loss
+
+    entries, params = _new_networks(args, cfg, ["vae"])
+    module = _module(entries["vae"], args)
+    source = data_source(args)
+    load = image_loader(source)
+    finish = lambda p: {"vae": {"config": {**entries["vae"]["config"], "scaling_factor": _latent_scale(module, p,
+                        load, len(source))}}}  # fmt: skip
+    return Task(entries, params, vae_loss(module), None, load, len(source), finish)
+
+
+def _latent_scale(vae, params, load, size, count=512):
+    """1 / std of the posterior samples' latents over `count` training images, as SD set 0.18215."""
+    import jax
+    import numpy as np
+
+    images = load(np.arange(min(count, size)))["images"]
+    posterior = jax.jit(lambda p, x: vae.apply({"params": p}, x, method="encode"))(params["vae"], images * 2 - 1)
+    latents = np.asarray(posterior.sample(jax.random.key(0)))
+    return float(1.0 / latents.std())
+
+
+def _inpaint_task(args, cfg):
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.mini.batches import inpaint_loader
+    from clipaway_jax.tokenizer import load_tokenizer
+    from clipaway_jax.training import tasks
+
+    frozen_names = ["vae", "text_encoder", "image_encoder"]
+    ckpt = load_checkpoint(args.checkpoint, networks=frozen_names)
+    entries, params = _new_networks(args, cfg, ["unet", "image_proj"])
+    unet = _module(entries["unet"], args).clone(remat=args.remat)
+    frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in frozen_names})
+    loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
+                           "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], args))  # fmt: skip
+    source = data_source(args)
+    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), args.seed)
+    return Task(entries, params, loss, frozen, load, len(source))
+
+
+TASKS = {"mlp": _mlp_task, "unet": _unet_task, "alpha-clip": _contrastive_task("alpha_clip", "text_encoder", True),
+         "image-encoder": _contrastive_task("image_encoder", "encoder_text", False), "vae": _vae_task,
+         "inpaint": _inpaint_task}  # fmt: skip
+
+
+def init_params(entry: dict, seed: int):
+    """Freshly initialized params (numpy) of the network a manifest entry describes."""
+    import flax
+    import jax
+
+    from clipaway_jax.checkpoint import build_module
+
+    module, inputs = build_module(entry)
+    if not inputs:
+        from clipaway_jax.models import example_inputs
+
+        inputs = example_inputs(module)
+    params = jax.jit(module.init)(jax.random.key(seed), *inputs)["params"]  # eager init is slow
+    return jax_tree_numpy(flax.core.meta.unbox(params))
+
+
+def _module(entry: dict, args):
+    from clipaway_jax.checkpoint import build_module
+
+    return build_module(entry, _activation_dtype(args))[0]
 
 
 def _activation_dtype(args):
@@ -215,22 +361,18 @@ def jax_tree_numpy(tree):
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
-def _train(args, cfg, mesh, rules, entry, loss_fn, params, frozen, load, size, network):
+def _train(args, cfg, mesh, rules, task: Task):
     import jax
     import numpy as np
 
-    from clipaway_jax.checkpoint import build_module
-    from clipaway_jax.models import abstract_params
     from clipaway_jax.training.data import BatchIterator
     from clipaway_jax.training.trainer import Checkpoints, Trainer
 
-    holdout = int(size * args.val_fraction)
-    train_indices = np.arange(holdout, size)
-    iterator = BatchIterator(len(train_indices), cfg.global_batch, lambda idx: load(train_indices[idx]), cfg.seed,
-                             jax.process_index(), jax.process_count())  # fmt: skip
-    module, inputs = build_module(entry)
-    abstract = abstract_params(module, *inputs)
-    trainer = Trainer(cfg, loss_fn, abstract, params, args.workdir, mesh, rules, frozen)
+    holdout = int(task.size * args.val_fraction)
+    train_indices = np.arange(holdout, task.size)
+    iterator = BatchIterator(len(train_indices), cfg.global_batch, lambda idx: task.load(train_indices[idx]),
+                             cfg.seed, jax.process_index(), jax.process_count())  # fmt: skip
+    trainer = Trainer(cfg, task.loss, abstract_tree(task), task.params, args.workdir, mesh, rules, task.frozen)
     checkpoints = Checkpoints(args.workdir, cfg)
     as_target = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
     restored = checkpoints.restore_latest(jax.tree_util.tree_map(as_target, trainer.state, trainer.state_sharding))
@@ -241,12 +383,34 @@ def _train(args, cfg, mesh, rules, entry, loss_fn, params, frozen, load, size, n
 
     bar = tqdm(total=cfg.steps, initial=int(trainer.state.step), unit="step", disable=jax.process_index() != 0)
     try:  # a NaN stop or a crash still lets the pending async save finish: the last checkpoint stays whole
-        _loop(args, cfg, trainer, iterator, checkpoints, load, holdout, bar)
+        _loop(args, cfg, trainer, iterator, checkpoints, task.load, holdout, bar)
     finally:
         bar.close()
         checkpoints.close()
     if args.export:
-        export(args.checkpoint, args.export, network, jax.device_get(trainer.state.params), entry)
+        params = jax.device_get(trainer.state.params)
+        entries = {name: dict(entry) for name, entry in task.entries.items()}
+        for name, update in (task.finish(params) if task.finish else {}).items():
+            entries[name] |= update
+        export(args.checkpoint, args.export, {name: params[name] for name in entries}, entries)
+
+
+def abstract_tree(task: Task) -> dict:
+    """{"params": the boxed abstract params of every trained network, plain shapes for other leaves}."""
+    import jax
+    import numpy as np
+
+    from clipaway_jax.checkpoint import build_module
+    from clipaway_jax.models import abstract_params
+
+    tree = {}
+    for name, value in task.params.items():
+        if name in task.entries:
+            module, inputs = build_module(task.entries[name])
+            tree[name] = abstract_params(module, *inputs)["params"]
+        else:
+            tree[name] = jax.ShapeDtypeStruct(np.shape(value), np.asarray(value).dtype)
+    return {"params": tree}
 
 
 def _loop(args, cfg, trainer, iterator, checkpoints, load, holdout, bar):
@@ -275,8 +439,9 @@ def _validation(trainer, load, holdout, cfg):
     return trainer.eval_loss(load(np.arange(min(holdout, cfg.global_batch))))
 
 
-def export(base: Path, out: Path, network: str, params, entry: dict) -> None:
-    """A copy of the base checkpoint with `network` replaced by the trained params (same format as convert)."""
+def export(base: Path, out: Path, params: dict, entries: dict) -> None:
+    """A copy of the base checkpoint with the trained networks added or replaced (the convert format).
+    `out` may be `base`: the new checkpoint is built beside it and swapped in when complete."""
     import jax
 
     from clipaway_jax.checkpoint import read_manifest, save_network, write_manifest
@@ -286,11 +451,16 @@ def export(base: Path, out: Path, network: str, params, entry: dict) -> None:
     manifest = read_manifest(base)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base, tmp, ignore=shutil.ignore_patterns(network))
-    shutil.rmtree(tmp / "params" / network, ignore_errors=True)
-    save_network(tmp, network, params)
-    manifest["networks"][network] = {**entry, "trained": True}
+    shutil.copytree(base, tmp)
+    for name in params:
+        shutil.rmtree(tmp / "params" / name, ignore_errors=True)
+        save_network(tmp, name, params[name])
+        manifest["networks"][name] = {**entries[name], "trained": True}
     write_manifest(tmp, {k: v for k, v in manifest.items() if k not in ("format", "package_version")})
-    shutil.rmtree(out, ignore_errors=True)
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
     tmp.rename(out)
-    print(f"exported {network} into {out}")
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"exported {', '.join(params)} into {out}")

@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from clipaway_jax.pipelines.images import to_uint8
-from clipaway_jax.preprocess import CLIP_MEAN, CLIP_STD
+from clipaway_jax.preprocess import ALPHA_MEAN, ALPHA_STD, CLIP_MEAN, CLIP_STD
 from clipaway_jax.resample import torchvision_resize_size
 
 
@@ -88,7 +88,10 @@ def inception_fn(module):
 
 def clip_embed_fn(module):
     def embed(params, pixels):
-        embeds = module.apply(params, pixels).image_embeds.astype(jnp.float32)
+        alpha = jnp.ones((*pixels.shape[:3], 1), pixels.dtype) if module.config.alpha else None
+        if alpha is not None:  # an AlphaCLIP tower (the mini world's metric CLIP): alpha = 1, the whole crop
+            alpha = (alpha - ALPHA_MEAN) / ALPHA_STD
+        embeds = module.apply(params, pixels, alpha).image_embeds.astype(jnp.float32)
         return embeds / jnp.linalg.norm(embeds, axis=-1, keepdims=True)
 
     return embed

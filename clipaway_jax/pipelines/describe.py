@@ -144,9 +144,12 @@ class RegionDescriber:
         self.checkpoint = checkpoint
         self.alpha_clip = checkpoint.module("alpha_clip")
         tokenizer = tokenizer or load_tokenizer(checkpoint.tokenizer_path)
-        objects = objects or read_vocab(VOCAB_DIR / "objects.txt")
-        scenes = scenes or read_vocab(VOCAB_DIR / "scenes.txt")
-        vision_entry = checkpoint.manifest["networks"].get("clip_vision", {})
+        own = checkpoint.path / "vocab"  # a checkpoint of another world (the mini one) brings its own words
+        vocab_dir = own if (own / "objects.txt").is_file() else VOCAB_DIR
+        objects = objects or read_vocab(vocab_dir / "objects.txt")
+        scenes = scenes or read_vocab(vocab_dir / "scenes.txt")
+        networks = checkpoint.manifest["networks"]
+        vision_entry = networks.get("clip_vision", networks["alpha_clip"])
         self.logit_scale = float(vision_entry.get("logit_scale", DEFAULT_LOGIT_SCALE))
         self.objects = self._vocab(objects, templates, tokenizer, cache_dir)
         self.scenes = self._vocab(scenes, templates, tokenizer, cache_dir)

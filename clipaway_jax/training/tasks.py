@@ -1,5 +1,8 @@
-"""The two trainings: CLIPAway's MLP (AlphaCLIP(image, alpha = 1) -> ViT-H image_embeds, MSE) and
-DCGD's inpainting-UNet fine-tune (9 or 12 input channels, random masks, noise MSE)."""
+"""CLIPAway's MLP (AlphaCLIP(image, alpha = 1) -> ViT-H image_embeds, MSE) and the inpainting-UNet
+objective: DCGD's fine-tune (9 or 12 input channels, random masks, noise MSE), and with `image_proj`
+SD-inpainting + IP-Adapter training (decoupled cross-attention on the image encoder's embedding).
+
+Every loss takes `params` as {network name: params} (the trained ones) and `frozen` the same way."""
 
 from __future__ import annotations
 
@@ -15,13 +18,14 @@ from clipaway_jax.atomic import write_atomic
 from clipaway_jax.preprocess import alpha_clip_inputs
 from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
 from clipaway_jax.training.data import decode_image, random_mask
+from clipaway_jax.training.pretrain import image_embeds
 
 # --- the MLP --------------------------------------------------------------------------------------
 
 
 def mlp_loss(mlp):
     def loss(params, frozen, batch, rng):
-        prediction = mlp.apply({"params": params}, batch["alpha_embeds"])
+        prediction = mlp.apply({"params": params["mlp"]}, batch["alpha_embeds"])
         return jnp.mean((prediction - batch["target_embeds"]) ** 2)
 
     return loss
@@ -42,7 +46,7 @@ def mlp_loss_from_images(mlp, alpha_clip, image_encoder):
 
     def loss(params, frozen, batch, rng):
         alpha_embeds, target = frozen_embeddings(alpha_clip, image_encoder, frozen, batch["images"])
-        prediction = mlp.apply({"params": params}, alpha_embeds)
+        prediction = mlp.apply({"params": params["mlp"]}, alpha_embeds)
         return jnp.mean((prediction - target) ** 2)
 
     return loss
@@ -95,8 +99,11 @@ def load_cached_embeddings(folder: Path) -> dict[str, np.ndarray]:
 # --- the DCGD UNet fine-tune ----------------------------------------------------------------------
 
 
-def unet_loss(unet, vae, text_encoder, scheduler_config: dict):
-    """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet, conditioned on per-example text."""
+def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet", image_encoder=None,
+              image_proj=None):  # fmt: skip
+    """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet, conditioned on per-example text;
+    with `image_proj`, also on IP-Adapter tokens of the whole image's embedding (zeroed where the batch's
+    `keep_image` is 0: IP-Adapter's condition dropout, for classifier-free guidance)."""
     cfg = SchedulerConfig.from_dict(scheduler_config, {})
     alphas = jnp.asarray(alphas_cumprod(cfg), jnp.float32)
     sf = vae.config.scaling_factor
@@ -127,7 +134,12 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict):
         noisy = jnp.sqrt(a) * latents + jnp.sqrt(1 - a) * noise
         target = noise if cfg.prediction_type == "epsilon" else jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * latents
         context = jax.lax.stop_gradient(text_encoder.apply(frozen["text_encoder"], batch["text_ids"]).last_hidden_state)
-        prediction = unet.apply({"params": params}, jnp.concatenate([noisy, condition], -1), t, context)
+        tokens = None
+        if image_proj is not None:
+            embeds = image_embeds(image_encoder, frozen["image_encoder"], batch["images"])
+            embeds = embeds * batch["keep_image"][:, None]
+            tokens = image_proj.apply({"params": params["image_proj"]}, jax.lax.stop_gradient(embeds))
+        prediction = unet.apply({"params": params[name]}, jnp.concatenate([noisy, condition], -1), t, context, tokens)
         return jnp.mean((prediction.astype(jnp.float32) - target) ** 2)
 
     return loss

@@ -53,7 +53,8 @@ class TrainState:
 
 def learning_rate(cfg: TrainConfig) -> optax.Schedule:
     if cfg.schedule == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(1, cfg.warmup_steps), max(cfg.steps, 2))
+        warmup = max(1, min(cfg.warmup_steps, cfg.steps - 1))  # a short run still decays (quick trials, tests)
+        return optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warmup, max(cfg.steps, warmup + 1))
     if cfg.schedule == "constant":
         return optax.constant_schedule(cfg.learning_rate)
     raise ValueError(f"unknown schedule {cfg.schedule!r}")

@@ -1,0 +1,134 @@
+"""Training batches from the mini world's tfds source (`mini_scenes`). Each example's random choices
+come from (seed, example index), so a resumed run sees the same batches.
+
+    contrastive pairs (AlphaCLIP):  alpha = object mask      <-> "a red star" (or "a photo of a red star.")
+                                    alpha = 1 - object mask  <-> "a blue ring on bricks" (the rest)
+                                    alpha = ones             <-> the scene caption
+                                    the object's box crop    <-> "a red star" (what CLIP@k classifies)
+    inpainting:  the ORIGINAL image under a random mask (the object's, dilated 0-2 px, or strokes and
+                 boxes), the scene caption 30% of the time (else ""), the image embedding kept 85%.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+
+import numpy as np
+from PIL import Image
+
+from clipaway_jax.pipelines.describe import TEMPLATES
+from clipaway_jax.training.data import random_mask
+
+CAPTION_P, KEEP_IMAGE_P, OBJECT_MASK_P, TEMPLATE_P = 0.3, 0.85, 0.5, 0.5
+
+
+def decode(data: bytes, mode: str = "RGB") -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert(mode))
+
+
+def text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def rest_caption(scene_caption: str, caption: str) -> str:
+    """The scene caption without (one occurrence of) the target: "a blue ring on bricks", or "bricks"."""
+    listed, _, background = scene_caption.rpartition(" on ")
+    names = [n for part in listed.split(", ") for n in part.split(" and ")]
+    names.remove(caption)
+    if not names:
+        return background
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{listed} on {background}"
+
+
+class Tokens:
+    """Token ids of captions, cached (a world of a few thousand distinct captions)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    @functools.cache  # noqa: B019 - one instance per training run
+    def __call__(self, caption: str) -> np.ndarray:
+        from clipaway_jax.tokenizer import tokenize
+
+        return tokenize(self.tokenizer, [caption])[0]
+
+
+def box_crop(image: np.ndarray, box, size: int) -> np.ndarray:
+    """CLIP@k's crop (Pillow bicubic shorter side to `size`, centre crop), in [0, 1] before normalizing."""
+    from clipaway_jax.eval.features import clip_crop_input
+    from clipaway_jax.preprocess import CLIP_MEAN, CLIP_STD
+
+    normalized = clip_crop_input(image.astype(np.float32) / 255.0, tuple(int(v) for v in box), size)
+    return np.clip(normalized * np.asarray(CLIP_STD, np.float32) + np.asarray(CLIP_MEAN, np.float32), 0, 1)
+
+
+def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, alpha: bool):
+    image, mask = decode(example["image"]), decode(example["mask"], "L") >= 128
+    caption, scene = text(example["caption"]), text(example["scene_caption"])
+    size = image.shape[0]
+    kind = rng.integers(4) if alpha else 2
+    if kind in (0, 3) and rng.random() < TEMPLATE_P:  # the zero-shot prompts of CLIP@k and the describer
+        caption = TEMPLATES[rng.integers(len(TEMPLATES))].format(caption.split(" ", 1)[1])
+    ones = np.ones((size, size), np.float32)
+    if kind == 0:
+        pair = image / 255.0, mask.astype(np.float32), caption
+    elif kind == 1:
+        pair = image / 255.0, 1.0 - mask, rest_caption(scene, caption)
+    elif kind == 2:
+        pair = image / 255.0, ones, scene
+    else:
+        pair = box_crop(image, example["box"], size), ones, caption
+    pixels, alpha_map, words = pair
+    return pixels.astype(np.float32), alpha_map.astype(np.float32), tokens(words)
+
+
+def contrastive_loader(source, tokenizer, seed: int, alpha: bool):
+    tokens = Tokens(tokenizer)
+
+    def load(indices: np.ndarray) -> dict:
+        pairs = [contrastive_pair(source[int(i)], np.random.default_rng([seed, int(i)]), tokens, alpha)
+                 for i in indices]  # fmt: skip
+        images, alphas, ids = (np.stack(column) for column in zip(*pairs))
+        return {"images": images, "alpha": alphas, "text_ids": ids}
+
+    return load
+
+
+def image_loader(source):
+    def load(indices: np.ndarray) -> dict:
+        return {"images": np.stack([decode(source[int(i)]["image"]) for i in indices]).astype(np.float32) / 255.0}
+
+    return load
+
+
+def training_mask(example: dict, rng: np.random.Generator, size: int) -> np.ndarray:
+    if rng.random() < OBJECT_MASK_P:
+        mask = Image.fromarray(decode(example["mask"], "L"))
+        grow = int(rng.integers(0, 3))
+        if grow:
+            from PIL import ImageFilter
+
+            mask = mask.filter(ImageFilter.MaxFilter(2 * grow + 1))
+        return (np.asarray(mask) >= 128).astype(np.float32)
+    return random_mask(rng, size, (0.02, 0.4))
+
+
+def inpaint_loader(source, tokenizer, seed: int):
+    tokens = Tokens(tokenizer)
+
+    def load(indices: np.ndarray) -> dict:
+        images, masks, ids, keep = [], [], [], []
+        for i in indices:
+            example, rng = source[int(i)], np.random.default_rng([seed, int(i), 1])
+            image = decode(example["image"]).astype(np.float32) / 255.0
+            images.append(image)
+            masks.append(training_mask(example, rng, image.shape[0]))
+            ids.append(tokens(text(example["scene_caption"]) if rng.random() < CAPTION_P else ""))
+            keep.append(np.float32(rng.random() < KEEP_IMAGE_P))
+        return {"images": np.stack(images), "masks": np.stack(masks), "text_ids": np.stack(ids),
+                "keep_image": np.asarray(keep, np.float32)}  # fmt: skip
+
+    return load

@@ -1,0 +1,129 @@
+"""`make mini` (python -m clipaway_jax.mini.recipe): the whole mini model set from nothing, with our own
+`data` and `train` commands, seeded; about an hour on a 2-core CPU.
+
+    data scenes -> skeleton -> train alpha-clip -> train image-encoder -> train vae -> train inpaint
+                -> train mlp -> train unet (dcgd12) -> the shipped checkpoint (float16, model card)
+
+Every stage is a `clipaway-jax` command line (printed before it runs) that adds its networks to
+OUT/checkpoint; a stage whose networks are there is skipped, and an interrupted stage resumes from its
+workdir, so running the recipe again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+SCRATCH = ["--optimizer", "adamw", "--weight-decay", "1e-4", "--schedule", "warmup_cosine", "--warmup-steps", "100",
+           "--clip-grad-norm", "1.0"]  # fmt: skip
+# stage: (networks it adds, `train` arguments)
+STAGES = {
+    "alpha-clip": (["alpha_clip", "text_encoder"], ["--steps", "1000", "--lr", "5e-4", *SCRATCH]),
+    "image-encoder": (["image_encoder"], ["--steps", "600", "--lr", "5e-4", *SCRATCH]),
+    "vae": (["vae"], ["--steps", "800", "--batch", "32", "--lr", "1e-3", *SCRATCH]),
+    "inpaint": (["unet", "image_proj"], ["--steps", "1800", "--batch", "32", "--lr", "5e-4", *SCRATCH]),
+    "mlp": (["mlp"], ["--steps", "3000", "--lr", "1e-3", "--batch", "64", "--cache-embeddings", "--size", "64"]),
+    "unet": (["unet_dcgd12"], ["--steps", "300", "--batch", "32", "--lr", "1e-4", "--unet-variant", "dcgd12",
+                               "--captions", "--size", "64"]),
+}  # fmt: skip
+# the world's one CLIP space serves the describer and the metrics
+ALIASES = {"clip_text": "text_encoder", "eval_clip_text": "text_encoder", "eval_clip_vision": "alpha_clip",
+           "cmmd_clip_vision": "alpha_clip"}  # fmt: skip
+
+
+def run(argv: list[str]) -> None:
+    from clipaway_jax.cli import main
+
+    print("$ clipaway-jax " + " ".join(argv), flush=True)
+    if main(argv) != 0:
+        raise SystemExit(f"stage failed: clipaway-jax {' '.join(argv)}")
+
+
+def networks(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "manifest.json").read_text())["networks"]
+
+
+def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(STAGES)) -> Path:
+    from clipaway_jax.mini.models import write_skeleton
+
+    data, checkpoint = out / "data", out / "checkpoint"
+    if not (data / "mini_scenes").is_dir():
+        run(["data", "scenes", "--out", str(data), "--seed", str(seed)])
+    if not (checkpoint / "manifest.json").is_file():
+        write_skeleton(checkpoint)
+    for stage in stages:
+        adds, extra = STAGES[stage]
+        if all(networks(checkpoint).get(n, {}).get("trained") for n in adds):
+            print(f"[{stage}] done already: {', '.join(adds)}")
+            continue
+        extra = _scaled(extra, steps_scale)
+        start = time.perf_counter()
+        run(["train", stage, "--checkpoint", str(checkpoint), "--export", str(checkpoint), "--tfds",
+             "mini_scenes:train", "--data-dir", str(data), "--workdir", str(out / "runs" / stage), "--seed",
+             str(seed), "--log-every", "50", "--save-every", "500", *extra])  # fmt: skip
+        print(f"[{stage}] {time.perf_counter() - start:.0f} s", flush=True)
+    return checkpoint
+
+
+def _scaled(extra: list[str], scale: float) -> list[str]:
+    extra = list(extra)
+    i = extra.index("--steps")
+    extra[i + 1] = str(max(2, int(int(extra[i + 1]) * scale)))
+    return extra
+
+
+def ship(checkpoint: Path, out: Path, dtype: str = "float16") -> Path:
+    """The inference checkpoint to commit: networks in `dtype`, the eval aliases, no training-only towers."""
+    import jax
+    import numpy as np
+
+    from clipaway_jax.checkpoint import load_checkpoint, read_manifest, save_network, write_manifest
+
+    manifest = read_manifest(checkpoint)
+    keep = [n for n in manifest["networks"] if n != "encoder_text"]
+    loaded = load_checkpoint(checkpoint, networks=keep)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for folder in ("tokenizer", "vocab"):
+        shutil.copytree(checkpoint / folder, tmp / folder)
+    cast = lambda x: np.asarray(x).astype(dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x)
+    entries = {}
+    for name in keep:
+        save_network(tmp, name, jax.tree_util.tree_map(cast, loaded.params[name]))
+        entries[name] = {**manifest["networks"][name], "dtype": dtype}
+    for alias, source in ALIASES.items():
+        entries[alias] = {**entries[source], "params_of": source}
+    body = {k: v for k, v in manifest.items() if k not in ("format", "package_version", "init", "networks")}
+    write_manifest(tmp, {**body, "networks": entries})
+    if (out / "README.md").is_file():  # the model card is written by hand: keep it
+        shutil.copy(out / "README.md", tmp / "README.md")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example: python -m clipaway_jax.mini.recipe --out runs/mini "
+                                       "--ship clipaway_jax/assets/mini")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("runs/mini"), help="data, runs and the fp32 checkpoint")
+    p.add_argument("--ship", type=Path, help="also write the float16 inference checkpoint here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick trials)")
+    p.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    checkpoint = train_all(args.out, args.seed, args.steps_scale, args.stages)
+    if args.ship:
+        print(f"shipped {ship(checkpoint, args.ship)}")
+    print(f"mini model set in {checkpoint} ({(time.perf_counter() - start) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
