@@ -132,3 +132,19 @@ def test_rest_caption_drops_one_occurrence_of_the_target():
     assert rest_caption("a red star, a red star and a blue ring on sky", "a red star") == (
         "a red star and a blue ring on sky"
     )
+
+
+def test_checkpoint_pipeline_defaults_apply_only_to_flags_not_given():
+    import argparse
+
+    from clipaway_jax.commands import pipeline_args
+
+    parser = argparse.ArgumentParser()
+    pipeline_args.add(parser)
+    manifest = {"pipeline_defaults": {"steps": 25, "scheduler": "ddim", "dilate_iterations": 1}}
+    args = parser.parse_args(["--steps", "7"])
+    pipeline_args.resolve_defaults(args, manifest)
+    assert (args.steps, args.scheduler, args.dilate_iterations) == (7, "ddim", 1)
+    args = parser.parse_args([])
+    pipeline_args.resolve_defaults(args, {})
+    assert (args.steps, args.scheduler, args.dilate_iterations) == (50, "pndm", 5)  # the published settings

@@ -23,7 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from clipaway_jax.batch.sources import Item
-from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline, RemovalOptions, image_keys
+from clipaway_jax.pipelines.clipaway import TOKEN_SOURCES, CLIPAwayPipeline, RemovalOptions, image_keys
 from clipaway_jax.pipelines.images import ImageError, apply_fit, plan_fit, undo_fit, write_png_atomic
 from clipaway_jax.sharding import DATA, FSDP, batch_sharding
 
@@ -41,6 +41,7 @@ class BatchSettings:
     guidance_scale: float = 7.5
     ip_scale: float = 1.0
     workers: int = 4
+    image_tokens: str = "projected"  # or "focused" / "background": MLP(e_f) / MLP(e_b) without the projection
 
 
 @dataclass
@@ -198,7 +199,7 @@ class BatchRunner:
             jax.random.wrap_key_data(to_global(keys)),
             jnp.float32(self.settings.guidance_scale),
             jnp.float32(ip_scale),
-            (jnp.int32(0), jnp.bool_(False)),
+            (jnp.int32(TOKEN_SOURCES.index(self.settings.image_tokens)), jnp.bool_(False)),
         )
         return args, [(slot, item, data, descriptions and descriptions[slot]) for slot, item, data in real]
 

@@ -145,6 +145,7 @@ def _metrics(args, evaluator, labels, records, names, problems) -> dict:
         "ground truths (or, without them, the source images); KID: unbiased cubic-polynomial MMD^2, "
         f"{args.kid_subsets} subsets of {args.kid_subset_size}",
         "CMMD": "x1000 biased RBF-MMD (sigma 10) of L2-normalized CLIP ViT-L/14@336 embeddings, same sets",
+        "FD-CLIP": "Frechet distance of the same CLIP embeddings (the FID formula in CMMD's space), same sets",
         "DCGD": "PSNR/SSIM (11x11 Gaussian, sigma 1.5)/MAE over the whole image in [0, 1], LPIPS-AlexNet v0.1, "
         "against the ground truth; the _mask columns of per_image.csv restrict them to the mask",
     }

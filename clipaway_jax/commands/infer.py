@@ -56,6 +56,7 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
     src.add_argument("--list", type=Path, help="CSV or JSONL of image, mask[, output name]")
     src.add_argument("--tfds", metavar="NAME:SPLIT", help="a tensorflow-datasets dataset with image and mask features")
     src.add_argument("--data-dir", help="tfds data_dir")
+    src.add_argument("--limit", type=int, help="only the first N inputs (in listing order)")
 
 
 def add_distributed(p: argparse.ArgumentParser) -> None:
@@ -88,6 +89,13 @@ def init_distributed(args: argparse.Namespace) -> None:
 
 
 def listing(args: argparse.Namespace):
+    found = _listing(args)
+    if args.limit is not None:
+        found.items = found.items[: args.limit]
+    return found
+
+
+def _listing(args: argparse.Namespace):
     from clipaway_jax.batch import sources
 
     chosen = [bool(args.images or args.masks), bool(args.list), bool(args.tfds)]
@@ -125,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     size = None if args.native_size else (args.size or default_size(pipe))
     kwargs = pipeline_args.call_kwargs(args)
     settings = BatchSettings(args.out, size, args.keep_aspect, args.per_device_batch, args.overwrite, args.grid,
-                             args.resize_masks, args.seed, kwargs["guidance_scale"], kwargs["ip_scale"])  # fmt: skip
+                             args.resize_masks, args.seed, kwargs["guidance_scale"], kwargs["ip_scale"],
+                             image_tokens=args.image_tokens)  # fmt: skip
     clean_stale_temporaries(args.out)
     runner = BatchRunner(pipe, mesh, pipeline_args.options(args), settings, describer, args.guidance_mode)
     for source, reason in found.problems:

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from clipaway_jax.pipelines.clipaway import RemovalOptions
+from clipaway_jax.pipelines.clipaway import TOKEN_SOURCES, RemovalOptions
 from clipaway_jax.pipelines.guidance import MODES
 from clipaway_jax.pipelines.images import SIZE_MULTIPLE
 from clipaway_jax.pipelines.run import DEFAULT_CACHE_DIR
@@ -43,6 +43,8 @@ def add(p: argparse.ArgumentParser) -> None:
         default="sample",
         help="masked-image VAE latents: sampled (diffusers, default) or the mean",
     )
+    g.add_argument("--image-tokens", choices=TOKEN_SOURCES, default="projected",
+                   help="IP-Adapter tokens from CLIPAway's projection (default), MLP(e_f) or MLP(e_b) (ablations)")
     g = p.add_argument_group("guidance (DCGD)")
     g.add_argument(
         "--guidance-mode",
@@ -140,8 +142,12 @@ def load_pipeline(args: argparse.Namespace, checkpoint=None, mesh=None, rules=No
     from clipaway_jax.pipelines.guidance import needs_descriptions
 
     describe = needs_descriptions(args.guidance_mode)
-    extra = ("clip_text", "clip_vision") if describe else ()
     path = checkpoint or args.checkpoint
+    extra = ()
+    if describe:  # plain CLIP's crop view is optional (the mini model has AlphaCLIP only)
+        from clipaway_jax.checkpoint import read_manifest
+
+        extra = ("clip_text", *(["clip_vision"] if "clip_vision" in read_manifest(path)["networks"] else []))
     pipe = CLIPAwayPipeline.from_checkpoint(path, compute_dtype(args.dtype), mesh, unet_name(args), extra, rules)
     resolve_defaults(args, pipe.checkpoint.manifest)
     return pipe, (describer(pipe.checkpoint, args) if describe else None)
@@ -174,5 +180,6 @@ def guided_call(pipe, describer, prepared_list, options, args: argparse.Namespac
     )
     names = [p.name for p in prepared_list]
     outputs = pipe.remove(images, masks, names=names, options=options, prompt=chosen.prompts,
-                          negative_prompt=chosen.negatives, ip_scale=chosen.ip_scale, **kwargs)  # fmt: skip
+                          negative_prompt=chosen.negatives, ip_scale=chosen.ip_scale, token_source=args.image_tokens,
+                          **kwargs)  # fmt: skip
     return outputs, descriptions

@@ -65,6 +65,8 @@ def clipaway_table(records: dict, names: list[str], kid_subsets: int, kid_subset
     if names and "cmmd_result" in records[names[0]]:
         result, reference = (np.stack([records[n][f"cmmd_{r}"] for n in names]) for r in ("result", "reference"))
         table["CMMD"] = stats.cmmd(result, reference)
+        if len(names) > result.shape[1]:  # a full-rank covariance: more images than embedding dimensions
+            table["FD-CLIP"] = stats.fid(result, reference)  # Frechet distance in the CMMD CLIP space
     if names and "clip_distance" in records[names[0]]:
         table["CLIP Dist"] = float(np.mean([records[n]["clip_distance"] for n in names]))
         for k in TOPK:
@@ -86,7 +88,7 @@ def dcgd_table(records: dict, names: list[str]) -> dict:
 
 def markdown_tables(clipaway: dict, dcgd: dict, count: int) -> str:
     lines = [f"CLIPAway Table 1 layout ({count} images)", ""]
-    columns = [c for c in ("FID", "KID", "CMMD", "CLIP Dist", "CLIP@1", "CLIP@3", "CLIP@5") if c in clipaway]
+    columns = [c for c in ("FID", "KID", "FD-CLIP", "CMMD", "CLIP Dist", "CLIP@1", "CLIP@3", "CLIP@5") if c in clipaway]
     if columns:
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines.append("| " + " | ".join(_fmt(c, clipaway[c]) for c in columns) + " |")
