@@ -127,7 +127,7 @@ def _remove_all(args, pipe, describer, pairs, out: Path):
         prepared = prepare(image_path, mask_path, size, args.keep_aspect)
         start = time.perf_counter()
         output, descriptions = pipeline_args.guided_call(pipe, describer, [prepared], options, args)
-        result = finish(prepared, output[0])
+        result = finish(prepared, output[0], options)
         if descriptions:
             tqdm.write(f"  {prepared.name}: T_mask {descriptions[0].t_mask!r}, T_info {descriptions[0].t_info!r}")
         write_png_atomic(out / f"{prepared.name}.png", result)

@@ -24,7 +24,14 @@ from jax.experimental import multihost_utils
 
 from clipaway_jax.batch.sources import Item
 from clipaway_jax.pipelines.clipaway import TOKEN_SOURCES, CLIPAwayPipeline, RemovalOptions, image_keys
-from clipaway_jax.pipelines.images import ImageError, apply_fit, plan_fit, undo_fit, write_png_atomic
+from clipaway_jax.pipelines.images import (
+    ImageError,
+    apply_fit,
+    paste_at_input_size,
+    plan_fit,
+    undo_fit,
+    write_png_atomic,
+)
 from clipaway_jax.sharding import DATA, FSDP, batch_sharding
 
 
@@ -220,6 +227,8 @@ class BatchRunner:
         _, _, fit, original, mask = data
         path = output_path(self.settings.out, item)
         result = original if not mask.any() else undo_fit(output, fit)
+        if mask.any():
+            result = paste_at_input_size(original, mask, result, fit.size, self.options)
         write_png_atomic(path, result)
         if self.settings.grid:
             from clipaway_jax.pipelines.images import grid

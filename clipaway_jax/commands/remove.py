@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         output = outputs[0]
         if descriptions:
             print(f"T_mask (negative): {descriptions[0].t_mask!r}   T_info (positive): {descriptions[0].t_info!r}")
-    result = finish(prepared, output)
+    result = finish(prepared, output, options)
     write_png_atomic(args.output, result)
     print(f"wrote {args.output} ({time.perf_counter() - start:.1f} s incl. compile)")
     if args.grid:

@@ -142,6 +142,20 @@ def feather(masks: jax.Array, radius: int) -> jax.Array:
     return jnp.clip(summed / size**2, 0.0, 1.0)
 
 
+def paste_at_input_size(original: np.ndarray, mask: np.ndarray, result: np.ndarray, model_size: tuple[int, int],
+                        options) -> np.ndarray:  # fmt: skip
+    """Paste-back at the input's own resolution. The program pastes at the model size; once that result is
+    resized back, the input's own pixels return outside the mask grown and feathered as in the program
+    (distances scaled to the input size), so unmasked pixels are the input's exactly."""
+    if options.paste_back <= 0 or original.shape[:2] == tuple(model_size):
+        return result
+    scale = max(original.shape[0] / model_size[0], original.shape[1] / model_size[1])
+    grow = round(options.dilate_iterations * (options.dilate_kernel // 2) * scale)
+    grown = dilate(jnp.asarray(mask, jnp.float32)[None], 2 * grow + 1, 1) if grow else jnp.asarray(mask)[None]
+    soft = np.asarray(feather(grown, max(1, round(options.paste_back * scale))))[0, ..., None]
+    return original * (1 - soft) + result * soft
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
 

@@ -14,7 +14,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipaway_jax.pipelines.images import Fit, ImageError, apply_fit, grid, plan_fit, read_image, read_mask, undo_fit
+from clipaway_jax.pipelines.images import (
+    Fit,
+    ImageError,
+    apply_fit,
+    grid,
+    paste_at_input_size,
+    plan_fit,
+    read_image,
+    read_mask,
+    undo_fit,
+)
 
 
 @dataclass
@@ -34,6 +44,12 @@ class Prepared:
 
 def prepare(image_path, mask_path, size: tuple[int, int] | None, keep_aspect: bool, name: str | None = None):
     image, raw_mask = read_image(image_path), read_mask(mask_path)
+    return prepare_arrays(image, raw_mask, size, keep_aspect, name or Path(image_path).stem)
+
+
+def prepare_arrays(image: np.ndarray, raw_mask: np.ndarray, size: tuple[int, int] | None, keep_aspect: bool,
+                   name: str) -> Prepared:  # fmt: skip
+    """`prepare` on arrays already read: image [H, W, 3] and mask [h, w] in [0, 1]."""
     notes = []
     if np.any((raw_mask > 0) & (raw_mask < 1)):
         notes.append("mask is not binary: binarized at 0.5")
@@ -51,16 +67,20 @@ def prepare(image_path, mask_path, size: tuple[int, int] | None, keep_aspect: bo
     else:  # squashed, the mask file goes to the model size directly, as the original's
         fitted_mask = apply_fit(raw_mask, plan_fit(raw_mask.shape, fit.size, keep_aspect=False), Image.NEAREST)
     fitted_mask = (fitted_mask >= 0.5).astype(np.float32)
-    return Prepared(name or Path(image_path).stem, fitted_image, fitted_mask, image, mask, fit, notes)
+    return Prepared(name, fitted_image, fitted_mask, image, mask, fit, notes)
 
 
-def finish(prepared: Prepared, output: np.ndarray | None) -> np.ndarray:
-    """The result at the input's size ([H, W, 3] float); the input itself when the mask is empty."""
+def finish(prepared: Prepared, output: np.ndarray | None, options=None) -> np.ndarray:
+    """The result at the input's size ([H, W, 3] float); the input itself when the mask is empty. With
+    `options.paste_back`, the input's own pixels outside the mask (see `paste_at_input_size`)."""
     if output is None or prepared.empty:
         return prepared.original
     if prepared.fit.content == (0, 0, *prepared.fit.size) and prepared.fit.size == prepared.fit.original:
         return output
-    return undo_fit(output, prepared.fit)
+    result = undo_fit(output, prepared.fit)
+    if options is None:
+        return result
+    return paste_at_input_size(prepared.original, prepared.original_mask, result, prepared.fit.size, options)
 
 
 def comparison_grid(prepared: Prepared, result: np.ndarray, extra: list[np.ndarray] = ()) -> np.ndarray:
