@@ -4,13 +4,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint install mini mini-eval
+.PHONY: demo test test-slow lint install mini mini-eval chromium app
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# The CPU build of torch comes from local disk; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[torch,test,data,train]'
+	$(BIN)/pip install -q -e '.[torch,test,data,train,app]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -18,10 +18,19 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/clipaway-jax demo $(ARGS)
 
+app: $(BIN)/.installed
+	$(BIN)/clipaway-jax app $(ARGS)
+
 # Two workers, a test file each at a time (module fixtures stay shared): 7.5 min instead of 11.5 on 2 cores.
-test: $(BIN)/.installed
+test: $(BIN)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The app's browser test drives Debian's chromium (Playwright's client; no browser download).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
+		|| sudo apt-get install -y -q chromium
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow

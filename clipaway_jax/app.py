@@ -38,6 +38,7 @@ class Settings:
     paste_back: int = 0
     keep_aspect: bool = False
     panels: bool = False
+    negative_prompt: str = "monochrome, lowres, bad anatomy, worst quality, low quality"  # or the checkpoint's
 
 
 @dataclass
@@ -73,7 +74,8 @@ class Remover:
             enable_compilation_cache(self.cache_dir)
             args = loading_args(self.checkpoint, self.cache_dir)
             self.pipe, self.describer = pipeline_args.load_pipeline(args)
-            self.defaults = Settings(steps=args.steps, scheduler=args.scheduler, dilation=args.dilate_iterations)
+            self.defaults = Settings(steps=args.steps, scheduler=args.scheduler, dilation=args.dilate_iterations,
+                                     negative_prompt=args.negative_prompt)  # fmt: skip
         except Exception as err:  # shown on the page: the server stays up and says what went wrong
             self.error = f"{type(err).__name__}: {err}"
         finally:
@@ -132,12 +134,14 @@ def loading_args(checkpoint: Path, cache_dir: str) -> argparse.Namespace:
     describe = "clip_text" in read_manifest(checkpoint)["networks"]
     return argparse.Namespace(checkpoint=checkpoint, dtype="auto", unet_variant="inpaint", objects=None,
                               scenes=None, cache_dir=cache_dir, guidance_mode="clipaway+dcgd" if describe else
-                              "clipaway", steps=None, scheduler=None, dilate_iterations=None)  # fmt: skip
+                              "clipaway", steps=None, scheduler=None, dilate_iterations=None,
+                              negative_prompt=None)  # fmt: skip
 
 
 def call_args(settings: Settings) -> argparse.Namespace:
     return argparse.Namespace(guidance_mode=settings.mode, seed=int(settings.seed), dual_weight=None, ip_scale=1.0,
-                              guidance_scale=settings.guidance_scale, image_tokens="projected")  # fmt: skip
+                              guidance_scale=settings.guidance_scale, image_tokens="projected",
+                              negative_prompt=settings.negative_prompt)  # fmt: skip
 
 
 def describe_texts(description) -> str:
@@ -242,8 +246,9 @@ def build(remover: Remover, label: str, examples: list[dict]):
         try:
             remover.check_ready()
             image, mask = read_inputs(editor, mask_file, upload)
+            negative = (remover.defaults or Settings()).negative_prompt
             settings = Settings(mode, int(steps), scheduler, float(guidance), int(seed), int(dilation),
-                                int(paste_back), bool(keep_aspect), bool(panels))  # fmt: skip
+                                int(paste_back), bool(keep_aspect), bool(panels), negative)  # fmt: skip
             if remover.will_compile(settings):
                 gr.Info("First request with these settings: compiling the removal program (once; later requests "
                         "reuse it).")  # fmt: skip

@@ -100,7 +100,7 @@ def test_paint_a_mask_remove_and_compare(server, browser, photo, tmp_path):
     page.locator("#remove").click()
     page.locator("#result img").wait_for(timeout=240_000)
     seconds = time.perf_counter() - start
-    page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+    page.screenshot(path=os.environ.get("CLIPAWAY_APP_SCREENSHOT", str(tmp_path / "app.png")), full_page=True)
     print(f"click to result: {seconds:.1f} s; {page.locator('#status').inner_text()}")
 
     result, used = _fetch(page, "#result"), _fetch(page, "#mask-used")

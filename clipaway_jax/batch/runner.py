@@ -49,6 +49,7 @@ class BatchSettings:
     ip_scale: float = 1.0
     workers: int = 4
     image_tokens: str = "projected"  # or "focused" / "background": MLP(e_f) / MLP(e_b) without the projection
+    negative_prompt: str = "monochrome, lowres, bad anatomy, worst quality, low quality"  # IP-Adapter's default
 
 
 @dataclass
@@ -211,11 +212,10 @@ class BatchRunner:
         return args, [(slot, item, data, descriptions and descriptions[slot]) for slot, item, data in real]
 
     def _texts(self, images, masks):
-        from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT
         from clipaway_jax.pipelines.guidance import describe_and_choose
 
         chosen, descriptions = describe_and_choose(
-            self.guidance_mode, self.describer, images, masks, DEFAULT_NEGATIVE_PROMPT, self.settings.ip_scale
+            self.guidance_mode, self.describer, images, masks, self.settings.negative_prompt, self.settings.ip_scale
         )
         return self.pipe.text_ids(chosen.prompts, chosen.negatives), chosen.ip_scale, descriptions
 

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = pipeline_args.call_kwargs(args)
     settings = BatchSettings(args.out, size, args.keep_aspect, args.per_device_batch, args.overwrite, args.grid,
                              args.resize_masks, args.seed, kwargs["guidance_scale"], kwargs["ip_scale"],
-                             image_tokens=args.image_tokens)  # fmt: skip
+                             image_tokens=args.image_tokens, negative_prompt=args.negative_prompt)  # fmt: skip
     clean_stale_temporaries(args.out)
     runner = BatchRunner(pipe, mesh, pipeline_args.options(args), settings, describer, args.guidance_mode)
     for source, reason in found.problems:

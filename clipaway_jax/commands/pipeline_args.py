@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from clipaway_jax.pipelines.clipaway import TOKEN_SOURCES, RemovalOptions
+from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT, TOKEN_SOURCES, RemovalOptions
 from clipaway_jax.pipelines.guidance import MODES
 from clipaway_jax.pipelines.images import SIZE_MULTIPLE
 from clipaway_jax.pipelines.run import DEFAULT_CACHE_DIR
@@ -30,6 +30,7 @@ def add(p: argparse.ArgumentParser) -> None:
                    help="sampler (default pndm, as published, or the checkpoint's own default)")  # fmt: skip
     g.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
     g.add_argument("--ip-scale", type=float, default=1.0, help="IP-Adapter scale (default 1.0)")
+    g.add_argument("--negative-prompt", help="negative text (default IP-Adapter's, as published, or the checkpoint's)")
     g.add_argument("--seed", type=int, default=42, help="seed; per-image noise derives from (seed, image name)")
     g.add_argument(
         "--uncond",
@@ -103,7 +104,8 @@ def compute_dtype(name: str) -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
-BUILT_IN_DEFAULTS = dict(steps=50, scheduler="pndm", dilate_iterations=5)  # the published CLIPAway settings
+BUILT_IN_DEFAULTS = dict(steps=50, scheduler="pndm", dilate_iterations=5,
+                         negative_prompt=DEFAULT_NEGATIVE_PROMPT)  # the published CLIPAway settings  # fmt: skip
 
 
 def resolve_defaults(args: argparse.Namespace, manifest: dict) -> None:
@@ -129,7 +131,7 @@ def options(args: argparse.Namespace) -> RemovalOptions:
 
 def call_kwargs(args: argparse.Namespace) -> dict:
     scale = args.guidance_scale if args.dual_weight is None or args.guidance_mode == "clipaway" else args.dual_weight
-    return dict(seed=args.seed, guidance_scale=scale, ip_scale=args.ip_scale)
+    return dict(seed=args.seed, guidance_scale=scale, ip_scale=args.ip_scale, negative_prompt=args.negative_prompt)
 
 
 def unet_name(args: argparse.Namespace) -> str:
@@ -169,14 +171,13 @@ def guided_call(pipe, describer, prepared_list, options, args: argparse.Namespac
     """Run the pipeline on prepared inputs with the chosen guidance; returns (outputs, descriptions)."""
     import numpy as np
 
-    from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT
     from clipaway_jax.pipelines.guidance import describe_and_choose
 
     images = np.stack([p.image for p in prepared_list])
     masks = np.stack([p.mask for p in prepared_list])
     kwargs = call_kwargs(args)
     chosen, descriptions = describe_and_choose(
-        args.guidance_mode, describer, images, masks, DEFAULT_NEGATIVE_PROMPT, kwargs.pop("ip_scale")
+        args.guidance_mode, describer, images, masks, kwargs.pop("negative_prompt"), kwargs.pop("ip_scale")
     )
     names = [p.name for p in prepared_list]
     outputs = pipe.remove(images, masks, names=names, options=options, prompt=chosen.prompts,
