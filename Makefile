@@ -24,7 +24,7 @@ app: $(BIN)/.installed
 # Two workers, a test file each at a time (module fixtures stay shared): 7.5 min instead of 11.5 on 2 cores.
 test: $(BIN)/.installed chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=12
 
 # The app's browser test drives Debian's chromium (Playwright's client; no browser download).
 chromium:

@@ -101,7 +101,8 @@ TRAIN_STEP = textwrap.dedent(
     frozen = {n: {"params": ckpt.params[n]} for n in ("vae", "text_encoder")}
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest["scheduler"])
     abstract = abstract_params(unet, *build_module(ckpt.manifest["networks"]["unet"])[1])  # with IP-Adapter
-    trainer = Trainer(TrainConfig(steps=1, global_batch=8), loss, abstract, ckpt.params["unet"], sys.argv[2],
+    abstract = {"params": {"unet": abstract["params"]}}  # a task trains {network: params}
+    trainer = Trainer(TrainConfig(steps=1, global_batch=8), loss, abstract, {"unet": ckpt.params["unet"]}, sys.argv[2],
                       mesh, FSDP_RULES, frozen)
     ids = jnp.zeros((8, 77), jnp.int32)
     batch = {"images": jnp.zeros((8, 64, 64, 3)), "masks": jnp.zeros((8, 64, 64)), "text_ids": ids}

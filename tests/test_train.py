@@ -103,7 +103,7 @@ def test_eight_devices_fsdp_match_one_device(tiny_checkpoint, images, tmp_path):
     sharding = next(r for r in _metrics(eight)[1] if r.get("event") == "param_sharding")
     assert sharding["mesh"] == {"data": 1, "fsdp": 8}
     # Dense kernels [in, out]: the output ("mlp") axis is split over fsdp; LayerNorm scales replicated
-    assert "'fsdp'" in sharding["specs"]["layers_0/kernel"]
+    assert "'fsdp'" in sharding["specs"]["mlp/layers_0/kernel"]
     assert "fsdp" not in sharding["specs"]["layers_1/scale"]
 
 

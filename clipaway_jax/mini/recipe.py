@@ -36,10 +36,11 @@ ALIASES = {"clip_text": "text_encoder", "eval_clip_text": "text_encoder", "eval_
 
 
 def run(argv: list[str]) -> None:
-    from clipaway_jax.cli import main
+    """One `clipaway-jax` command in its own process (its memory is returned when the stage ends)."""
+    import subprocess
 
     print("$ clipaway-jax " + " ".join(argv), flush=True)
-    if main(argv) != 0:
+    if subprocess.run([sys.executable, "-m", "clipaway_jax.cli", *argv]).returncode != 0:
         raise SystemExit(f"stage failed: clipaway-jax {' '.join(argv)}")
 
 
