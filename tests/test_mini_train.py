@@ -90,7 +90,7 @@ def test_each_training_from_scratch_learns_on_a_fixed_batch(world, task, tmp_pat
     assert after < 0.9 * before, (task, before, after)
 
 
-@pytest.mark.parametrize("task", ["alpha-clip", "vae"])
+@pytest.mark.parametrize("task", ["alpha-clip"])  # the mechanism is the trainer's, shared by every task
 def test_a_stopped_run_resumes_to_the_same_params(world, task, tmp_path):
     root, frozen = world
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"

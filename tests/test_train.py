@@ -104,7 +104,7 @@ def test_eight_devices_fsdp_match_one_device(tiny_checkpoint, images, tmp_path):
     assert sharding["mesh"] == {"data": 1, "fsdp": 8}
     # Dense kernels [in, out]: the output ("mlp") axis is split over fsdp; LayerNorm scales replicated
     assert "'fsdp'" in sharding["specs"]["mlp/layers_0/kernel"]
-    assert "fsdp" not in sharding["specs"]["layers_1/scale"]
+    assert "fsdp" not in sharding["specs"]["mlp/layers_1/scale"]
 
 
 def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tiny_checkpoint, images, tmp_path,
@@ -144,9 +144,9 @@ MICRO_UNET = dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_grou
                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), sample_size=8)  # fmt: skip
 
 
-@pytest.mark.parametrize("variant", ["inpaint", "dcgd12"])
+@pytest.mark.parametrize("variant", ["dcgd12"])  # the 9-channel case learns in test_mini_train (with IP-Adapter)
 def test_unet_finetune_step_learns_on_a_fixed_batch(tiny_checkpoint, variant, tmp_path):
-    """A small 9-channel UNet (compiles fast), or its 12-channel DCGD version, with the tiny VAE/text encoder."""
+    """DCGD's 12-channel version of a small 9-channel UNet (compiles fast), with the tiny VAE/text encoder."""
     from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.models import UNet2DConditionModel, UNetConfig, abstract_params, example_inputs
     from clipaway_jax.models.dcgd import dcgd12_from_inpaint
