@@ -58,6 +58,11 @@ def by_shape(arrays: list[np.ndarray]) -> dict[tuple, list[int]]:
 def clip_crop_input(image: np.ndarray, box: tuple[int, int, int, int] | None, size: int) -> np.ndarray:
     """CLIP's `_transform(size)` on the box crop of an image in [0, 1]: Pillow bicubic Resize(size)
     (long side truncated), CenterCrop, normalize; [size, size, 3] float32. No box: the whole image."""
+    return _clip_normalize(clip_crop(image, box, size))
+
+
+def clip_crop(image: np.ndarray, box: tuple[int, int, int, int] | None, size: int) -> Image.Image:
+    """The crop `clip_crop_input` normalizes (also the mini AlphaCLIP's training crops)."""
     pil = Image.fromarray(to_uint8(image))
     if box is not None:
         x, y, w, h = box
@@ -65,7 +70,7 @@ def clip_crop_input(image: np.ndarray, box: tuple[int, int, int, int] | None, si
     new_h, new_w = torchvision_resize_size(pil.height, pil.width, size)
     pil = pil.resize((new_w, new_h), Image.BICUBIC)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-    return _clip_normalize(pil.crop((left, top, left + size, top + size)))
+    return pil.crop((left, top, left + size, top + size))
 
 
 def cmmd_input(image: np.ndarray, size: int) -> np.ndarray:

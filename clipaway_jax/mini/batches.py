@@ -58,11 +58,10 @@ class Tokens:
 
 def box_crop(image: np.ndarray, box, size: int) -> np.ndarray:
     """CLIP@k's crop (Pillow bicubic shorter side to `size`, centre crop), in [0, 1] before normalizing."""
-    from clipaway_jax.eval.features import clip_crop_input
-    from clipaway_jax.preprocess import CLIP_MEAN, CLIP_STD
+    from clipaway_jax.eval.features import clip_crop
 
-    normalized = clip_crop_input(image.astype(np.float32) / 255.0, tuple(int(v) for v in box), size)
-    return np.clip(normalized * np.asarray(CLIP_STD, np.float32) + np.asarray(CLIP_MEAN, np.float32), 0, 1)
+    crop = clip_crop(image.astype(np.float32) / 255.0, tuple(int(v) for v in box), size)
+    return np.asarray(crop, np.float32) / 255.0
 
 
 def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, alpha: bool):
