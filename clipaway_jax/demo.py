@@ -124,7 +124,7 @@ def _remove_all(args, pipe, describer, pairs, out: Path):
           f"{args.steps} {args.scheduler} steps, guidance {args.guidance_scale}")  # fmt: skip
     options = pipeline_args.options(args)
     for image_path, mask_path in tqdm(pairs, unit="image"):
-        prepared = prepare(image_path, mask_path, size, args.keep_aspect)
+        prepared = prepare(image_path, mask_path, size, args.keep_aspect, base=args.base)
         start = time.perf_counter()
         output, descriptions = pipeline_args.guided_call(pipe, describer, [prepared], options, args)
         result = finish(prepared, output[0], options)

@@ -159,6 +159,7 @@ def write_tokenizer(folder: str | Path, num_merges: int = 200, corpus: str = _CO
 
 PUBLISHED_NAMES = dict(
     sd_inpaint="stable-diffusion-inpainting",
+    sd_base="stable-diffusion-v1-5",
     ip_adapter="ip-adapter_sd15.bin",
     alpha_clip="clip_l14_grit+mim_fultune_6xe.pth",
     mlp="clipaway/model.safetensors",
@@ -310,6 +311,29 @@ def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full
     return folder
 
 
+def write_sd_base(folder: Path, inpaint: Path, seed: int = 0, safetensors: bool = True) -> Path:
+    """A text-to-image SD folder beside the inpainting one `inpaint`: its own 4-channel UNet, the same VAE,
+    text encoder, tokenizer and scheduler (as SD-1.5 and SD-1.5 inpainting share theirs)."""
+    import shutil
+
+    import diffusers
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(folder)
+    for part in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        shutil.copytree(inpaint / part, folder / part, dirs_exist_ok=True)
+    config = {**json.loads((inpaint / "unet" / "config.json").read_text()), "in_channels": 4}
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    torch.manual_seed(seed)
+    unet = randomize_(UNet2DConditionModel(**config), seed)
+    unet.save_pretrained(folder / "unet", safe_serialization=safetensors)
+    index = json.loads((inpaint / "model_index.json").read_text())
+    index.update(_class_name="StableDiffusionPipeline", _diffusers_version=diffusers.__version__)
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
 def write_published(folder: str | Path, seed: int = 0, safetensors: bool = True) -> dict[str, Path]:
     """Every CLIPAway input file, tiny and random, in the published layouts; returns name -> path."""
     import torch
@@ -320,6 +344,7 @@ def write_published(folder: str | Path, seed: int = 0, safetensors: bool = True)
     folder = Path(folder)
     paths = {name: folder / rel for name, rel in PUBLISHED_NAMES.items()}
     write_sd_inpaint(paths["sd_inpaint"], seed, safetensors)
+    write_sd_base(paths["sd_base"], paths["sd_inpaint"], seed + 8, safetensors)
     unet = UNet2DConditionModel.from_pretrained(paths["sd_inpaint"] / "unet")
     torch.save(ip_adapter_state_dict(unet, seed + 3), paths["ip_adapter"])
     torch.save(alpha_clip_state_dict(seed=seed + 4), paths["alpha_clip"])

@@ -153,6 +153,29 @@ def torch_mlp(config: dict = TINY_MLP, seed: int = 0):
     return mlp_module(config, seed)
 
 
+def torch_clipaway_embeds(files, images, masks):
+    """[MLP(zeros); projection(MLP(e_b), MLP(e_f))], [2B, 1, E], computed with the torch references from the
+    published files (diffusers' `ip_adapter_image_embeds` layout: unconditional first)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from clipaway_jax.preprocess import alpha_clip_inputs
+
+    alpha_clip = alpha_clip_reference(resolution=28)
+    alpha_clip.load_state_dict(torch.load(files["alpha_clip"], weights_only=True))
+    mlp = mlp_module()
+    mlp.load_state_dict(load_file(files["mlp"]))
+    to_torch = lambda x: torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+    pixels, alpha = alpha_clip_inputs(images, masks, 28)
+    _, inverted = alpha_clip_inputs(images, 1 - masks, 28)
+    with torch.no_grad():
+        f = mlp(alpha_clip(to_torch(pixels), to_torch(alpha)))
+        b = mlp(alpha_clip(to_torch(pixels), to_torch(inverted)))
+        projected = torch.stack([bi - (bi @ fi) / (fi @ fi) * fi for bi, fi in zip(b, f)])
+        uncond = mlp(torch.zeros(1, 24)).expand_as(projected)
+    return torch.cat([uncond, projected])[:, None]
+
+
 def tolerance(reference: np.ndarray) -> float:
     """The project's parity bar: 1e-4 of the output's scale (at least 1e-4)."""
     return 1e-4 * max(1.0, float(np.abs(reference).max()))

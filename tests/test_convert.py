@@ -34,6 +34,7 @@ def test_manifest_describes_every_network(checkpoint, published):
     manifest = json.loads((checkpoint / "manifest.json").read_text())
     assert set(manifest["networks"]) == {
         "unet",
+        "unet_t2i",
         "vae",
         "text_encoder",
         "image_proj",
@@ -45,6 +46,8 @@ def test_manifest_describes_every_network(checkpoint, published):
     }
     unet = manifest["networks"]["unet"]
     assert unet["config"]["in_channels"] == 9 and unet["ip_adapter"] is True
+    t2i = manifest["networks"]["unet_t2i"]  # the blended base's UNet, from --sd-base
+    assert t2i["config"]["in_channels"] == 4 and t2i["ip_adapter"] is True
     assert [s["path"] for s in unet["sources"]][1] == str(published["ip_adapter"])
     assert all(len(s["sha256"]) == 64 for entry in manifest["networks"].values() for s in entry["sources"])
     assert manifest["scheduler"]["_class_name"] == "PNDMScheduler" and manifest["dtype"] == "float32"
@@ -286,28 +289,31 @@ def test_loading_needs_no_torch(checkpoint):
     assert "unet" in result.stdout
 
 
-# --- a text-to-image UNet is refused at convert time, unless DCGD's 12-channel init is asked for ---
-
-
-def _text_to_image_folder(published, tmp_path):
-    sd = tmp_path / "sd-text-to-image"
-    shutil.copytree(published["sd_inpaint"], sd)
-    shutil.rmtree(sd / "unet")
-    torch_unet(in_channels=4).save_pretrained(sd / "unet")  # its config says 4 channels, truthfully
-    return sd
+# --- a text-to-image UNet goes to --sd-base (the blended base) and is refused as an inpainting one ---
 
 
 def test_text_to_image_unet_is_refused_at_convert_time(published, tmp_path, capsys):
-    sd = _text_to_image_folder(published, tmp_path)
-    code, err = _run_cli("--sd-inpaint", sd, "--out", tmp_path / "out", capsys=capsys)
+    code, err = _run_cli("--sd-inpaint", published["sd_base"], "--out", tmp_path / "out", capsys=capsys)
     assert code == 1 and err.count("\n") == 0
     assert "in_channels 4" in err and "text-to-image" in err and "not an inpainting one" in err
-    assert "botp/stable-diffusion-v1-5-inpainting" in err and "--dcgd12-from-base" in err
+    assert "botp/stable-diffusion-v1-5-inpainting" in err and "--dcgd12-from-base" in err and "--sd-base" in err
+    assert not (tmp_path / "out").exists()
+    code, err = _run_cli("--sd-base", published["sd_inpaint"], "--out", tmp_path / "out", capsys=capsys)
+    assert code == 1 and "in_channels 9" in err and "--sd-base expects a text-to-image" in err
     assert not (tmp_path / "out").exists()
 
 
+def test_sd_base_alone_makes_a_blended_checkpoint(published, tmp_path, capsys):
+    code, err = _run_cli("--sd-base", published["sd_base"], "--ip-adapter", published["ip_adapter"], "--out",
+                         tmp_path / "out", capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert set(manifest["networks"]) == {"unet_t2i", "vae", "text_encoder", "image_proj"}
+    assert manifest["scheduler"]["beta_schedule"] == "scaled_linear" and (tmp_path / "out" / "tokenizer").is_dir()
+
+
 def test_dcgd12_from_base_initializes_only_the_12_channel_unet(published, tmp_path, capsys):
-    sd = _text_to_image_folder(published, tmp_path)
+    sd = published["sd_base"]
     code, err = _run_cli("--sd-inpaint", sd, "--dcgd12-from-base", "--out", tmp_path / "out", capsys=capsys)
     assert code == 0, err
     ckpt = load_checkpoint(tmp_path / "out")

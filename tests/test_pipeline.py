@@ -4,10 +4,9 @@ published algorithm (IP-Adapter embeds from torch AlphaCLIP + MLP + projection) 
 import numpy as np
 import pytest
 import torch
-from fixtures import alpha_clip_reference, mlp_module
+from fixtures import torch_clipaway_embeds
 
 from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT, CLIPAwayPipeline, RemovalOptions
-from clipaway_jax.preprocess import alpha_clip_inputs
 
 SIZE = 128  # the tiny UNet's sample_size 16 x 8
 
@@ -28,25 +27,6 @@ def _inputs(batch=2, size=(SIZE, SIZE)):
     masks[1, h // 2 : 15 * h // 16, w // 12 : 2 * w // 5] = 1.0
     latents = rng.randn(batch, h // 8, w // 8, 4).astype(np.float32)
     return images, masks, latents
-
-
-def _torch_embeds(files, images, masks):
-    """[MLP(zeros); projection(MLP(e_b), MLP(e_f))] computed with the torch references."""
-    from safetensors.torch import load_file
-
-    alpha_clip = alpha_clip_reference(resolution=28)
-    alpha_clip.load_state_dict(torch.load(files["alpha_clip"], weights_only=True))
-    mlp = mlp_module()
-    mlp.load_state_dict(load_file(files["mlp"]))
-    to_torch = lambda x: torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
-    pixels, alpha = alpha_clip_inputs(images, masks, 28)
-    _, inverted = alpha_clip_inputs(images, 1 - masks, 28)
-    with torch.no_grad():
-        f = mlp(alpha_clip(to_torch(pixels), to_torch(alpha)))
-        b = mlp(alpha_clip(to_torch(pixels), to_torch(inverted)))
-        projected = torch.stack([bi - (bi @ fi) / (fi @ fi) * fi for bi, fi in zip(b, f)])
-        uncond = mlp(torch.zeros(1, 24)).expand_as(projected)
-    return torch.cat([uncond, projected])[:, None]
 
 
 def _torch_pipeline(files, scheduler_name, with_ip_adapter=True):
@@ -89,7 +69,7 @@ def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, size, monke
     monkeypatch.setattr(inpaint, "retrieve_latents", lambda out, generator=None, sample_mode="sample":
                         original(out, generator, "argmax"))  # fmt: skip
     reference = _torch_pipeline(files, scheduler)
-    embeds = _torch_embeds(files, images, masks)  # [uncond x B; cond x B, 1, E]
+    embeds = torch_clipaway_embeds(files, images, masks)  # [uncond x B; cond x B, 1, E]
     expected = []
     for i in range(len(images)):  # diffusers repeats ip embeds across a prompt batch: one image per call
         with torch.no_grad():

@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 from clipaway_jax.batch.sources import Item
 from clipaway_jax.pipelines.clipaway import TOKEN_SOURCES, CLIPAwayPipeline, RemovalOptions, image_keys
 from clipaway_jax.pipelines.images import (
+    INPUT_FILTER,
     ImageError,
     apply_fit,
     paste_at_input_size,
@@ -83,7 +84,7 @@ def is_complete(path: Path) -> bool:
         return False
 
 
-def load_item(item: Item, size, keep_aspect: bool, resize_masks: bool):
+def load_item(item: Item, size, keep_aspect: bool, resize_masks: bool, base: str = "inpaint"):
     """(image fitted, mask fitted, fit, original image) or an ImageError naming the input."""
     from PIL import Image
 
@@ -100,8 +101,8 @@ def load_item(item: Item, size, keep_aspect: bool, resize_masks: bool):
         mask = np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST), np.float32)
     mask = (mask >= 0.5).astype(np.float32)
     fit = plan_fit(image.shape[:2], size, keep_aspect)
-    fitted = (apply_fit(image, fit, Image.BICUBIC), (apply_fit(mask, fit, Image.NEAREST) >= 0.5).astype(np.float32))
-    return fitted[0], fitted[1], fit, image, mask
+    fitted_mask = (apply_fit(mask, fit, Image.NEAREST) >= 0.5).astype(np.float32)
+    return apply_fit(image, fit, INPUT_FILTER[base]), fitted_mask, fit, image, mask
 
 
 def bucket_key(item: Item, size, keep_aspect: bool) -> tuple[int, int]:
@@ -175,7 +176,8 @@ class BatchRunner:
 
     def _load(self, item: Item):
         try:
-            return load_item(item, self._size_for(item), self.settings.keep_aspect, self.settings.resize_masks)
+            s = self.settings
+            return load_item(item, self._size_for(item), s.keep_aspect, s.resize_masks, self.options.base)
         except Exception as err:
             return err
 
@@ -235,7 +237,7 @@ class BatchRunner:
 
             write_png_atomic(self.settings.out / "grids" / f"{item.name}.png", grid([original, mask, result]))
         record = {"name": item.name, "status": "done", "output": str(path), "seed": self.settings.seed,
-                  "seconds": round(seconds, 4)}  # fmt: skip
+                  "base": self.options.base, "seconds": round(seconds, 4)}  # fmt: skip
         if description:
             record |= {"t_mask": description.t_mask, "t_info": description.t_info}
         self.summary.done += 1

@@ -22,6 +22,11 @@ EXAMPLES = textwrap.dedent(
           --clip openai/clip-vit-large-patch14 \\
           --out checkpoints/clipaway
 
+    the Blended Latent Diffusion base (--base blended) adds SD-1.5's text-to-image UNet:
+      clipaway-jax convert --sd-inpaint botp/stable-diffusion-v1-5-inpainting \
+          --sd-base stable-diffusion-v1-5/stable-diffusion-v1-5 --ip-adapter h94/IP-Adapter ... \
+          --out checkpoints/clipaway
+
     only what you give is converted; e.g. the MLP alone:
       clipaway-jax convert --mlp ckpts/CLIPAway/model.safetensors --out checkpoints/mlp-only
 
@@ -47,6 +52,9 @@ EXAMPLES = textwrap.dedent(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sd-inpaint", metavar="DIR|HUB_ID", help="diffusers SD-1.5 inpainting folder")
+    p.add_argument("--sd-base", metavar="DIR|HUB_ID",
+                   help="diffusers text-to-image SD-1.5 folder: its UNet (with --ip-adapter's attention) becomes "
+                   "unet_t2i, the UNet of the Blended Latent Diffusion base (--base blended)")  # fmt: skip
     p.add_argument("--ip-adapter", metavar="FILE|HUB_ID", help="ip-adapter_sd15.bin or .safetensors")
     p.add_argument("--alpha-clip", type=Path, metavar="FILE", help="AlphaCLIP visual .pth (ViT-L/14)")
     p.add_argument("--mlp", type=Path, metavar="FILE", help="CLIPAway MLP model.safetensors")
@@ -82,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     sources = Sources(
         sd_inpaint=hub.resolve(args.sd_inpaint, "sd"),
+        sd_base=hub.resolve(args.sd_base, "sd"),
         ip_adapter=hub.resolve(args.ip_adapter, "ip_adapter"),
         alpha_clip=args.alpha_clip,
         mlp=args.mlp,

@@ -19,6 +19,8 @@ DESCRIPTION = textwrap.dedent(
     examples:
       clipaway-jax infer --images coco/val2017 --masks coco/masks --out results --checkpoint checkpoints/clipaway
       clipaway-jax infer --list pairs.csv --out results --checkpoint checkpoints/clipaway --per-device-batch 4
+      clipaway-jax infer --images coco/val2017 --masks coco/masks --out results-bld --checkpoint \
+          checkpoints/clipaway --base blended   # Blended Latent Diffusion + CLIPAway (convert --sd-base)
       clipaway-jax infer --tfds my_inpaint_set:validation --data-dir ~/tfds --out results --checkpoint ckpt
       # two hosts (run on each, with its own --process-id):
       clipaway-jax infer --images in --masks m --out shared/out --checkpoint ckpt \\

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from clipaway_jax.pipelines.clipaway import DEFAULT_NEGATIVE_PROMPT, TOKEN_SOURCES, RemovalOptions
+from clipaway_jax.pipelines.clipaway import BASES, DEFAULT_NEGATIVE_PROMPT, TOKEN_SOURCES, RemovalOptions
 from clipaway_jax.pipelines.guidance import MODES
 from clipaway_jax.pipelines.images import SIZE_MULTIPLE
 from clipaway_jax.pipelines.run import DEFAULT_CACHE_DIR
@@ -27,7 +27,8 @@ def add(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, help="denoising steps (default 50, or the checkpoint's own default)")
     g.add_argument("--scheduler", choices=sorted(SAMPLERS),
-                   help="sampler (default pndm, as published, or the checkpoint's own default)")  # fmt: skip
+                   help="sampler (default pndm, as published, or the checkpoint's own default; "
+                   "ddim for --base blended)")  # fmt: skip
     g.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
     g.add_argument("--ip-scale", type=float, default=1.0, help="IP-Adapter scale (default 1.0)")
     g.add_argument("--negative-prompt", help="negative text (default IP-Adapter's, as published, or the checkpoint's)")
@@ -46,6 +47,14 @@ def add(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--image-tokens", choices=TOKEN_SOURCES, default="projected",
                    help="IP-Adapter tokens from CLIPAway's projection (default), MLP(e_f) or MLP(e_b) (ablations)")
+    g = p.add_argument_group("base model")
+    g.add_argument("--base", choices=BASES, default="inpaint",
+                   help="inpaint: SD inpainting, as published (default); blended: Blended Latent Diffusion on the "
+                   "text-to-image UNet (convert --sd-base), DDIM, with the same image tokens")  # fmt: skip
+    g.add_argument("--blend-start", type=float, default=0.25, metavar="F",
+                   help="blended: the fraction of the timesteps skipped (default 0.25, the reference's)")  # fmt: skip
+    g.add_argument("--blend-noise", choices=("current", "previous"), default="current",
+                   help="blended: re-noise the source to the current step's t (the reference's) or the previous")
     g = p.add_argument_group("guidance (DCGD)")
     g.add_argument(
         "--guidance-mode",
@@ -112,6 +121,8 @@ def resolve_defaults(args: argparse.Namespace, manifest: dict) -> None:
     """Flags not given take the checkpoint's `pipeline_defaults` (e.g. the mini model's, scaled to its
     64 px world), else the published settings. A flag given on the command line always wins."""
     own = manifest.get("pipeline_defaults", {})
+    if getattr(args, "base", "inpaint") == "blended" and args.scheduler is None:
+        args.scheduler = "ddim"  # Blended Latent Diffusion's sampler
     for key, value in BUILT_IN_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, own.get(key, value))
@@ -126,6 +137,9 @@ def options(args: argparse.Namespace) -> RemovalOptions:
         dilate_iterations=args.dilate_iterations,
         paste_back=args.paste_back,
         posterior=args.posterior,
+        base=args.base,
+        blend_start=args.blend_start,
+        blend_noise=args.blend_noise,
     )
 
 
@@ -135,6 +149,11 @@ def call_kwargs(args: argparse.Namespace) -> dict:
 
 
 def unet_name(args: argparse.Namespace) -> str:
+    if getattr(args, "base", "inpaint") == "blended":
+        if args.unet_variant != "inpaint":
+            raise ValueError("--base blended runs the text-to-image UNet (unet_t2i); --unet-variant applies to "
+                             "the inpainting base")  # fmt: skip
+        return "unet_t2i"
     return "unet_dcgd12" if args.unet_variant == "dcgd12" else "unet"
 
 

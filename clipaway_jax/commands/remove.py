@@ -18,6 +18,10 @@ DESCRIPTION = textwrap.dedent(
       clipaway-jax remove photo.jpg mask.png -o clean.png --checkpoint checkpoints/clipaway \\
           --keep-aspect --paste-back 8 --grid --steps 30 --scheduler dpm++2m
       clipaway-jax remove photo.jpg mask.png -o panel.png --checkpoint checkpoints/clipaway --show-embeddings
+      # Blended Latent Diffusion as the base (convert --sd-base), with CLIPAway's tokens, then without:
+      clipaway-jax remove photo.jpg mask.png -o bld.png --checkpoint checkpoints/clipaway --base blended
+      clipaway-jax remove photo.jpg mask.png -o bld-plain.png --checkpoint checkpoints/clipaway --base blended \
+          --ip-scale 0 --negative-prompt ""
     """
 )
 
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     args.checkpoint = checkpoint_or_default(args.checkpoint)
     enable_compilation_cache(args.cache_dir)
     pipe, describer = pipeline_args.load_pipeline(args)
-    prepared = prepare(args.image, args.mask, args.size or default_size(pipe), args.keep_aspect)
+    prepared = prepare(args.image, args.mask, args.size or default_size(pipe), args.keep_aspect, base=args.base)
     for note in prepared.notes:
         print(f"note: {args.mask if 'mask' in note else args.image}: {note}")
     options, kwargs = pipeline_args.options(args), pipeline_args.call_kwargs(args)

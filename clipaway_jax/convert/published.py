@@ -31,6 +31,7 @@ class InputError(ValueError):
 @dataclass
 class Sources:
     sd_inpaint: Path | None = None
+    sd_base: Path | None = None  # a text-to-image SD-1.5 folder: its UNet as `unet_t2i`, the blended base
     ip_adapter: Path | None = None
     alpha_clip: Path | None = None
     mlp: Path | None = None
@@ -62,19 +63,13 @@ def check_sources(sources: Sources) -> None:
     """Fail before converting anything, listing what was expected where."""
     problems = []
     if sources.sd_inpaint is not None:
-        root = sources.sd_inpaint
-        for part, kind in SD_PARTS.items():
-            if not (root / part / "config.json").is_file():
-                problems.append(f"{root / part / 'config.json'}")
-            try:
-                find_weights(root / part, kind)
-            except WeightFileError as err:
-                problems.append(str(err))
-        for need in ("tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"):
-            if not (root / need).is_file():
-                problems.append(str(root / need))
-        problems += _mismatched_sd_parts(root)
-        problems += _not_inpainting(root, sources.dcgd12_from_base)
+        problems += _missing_sd_parts(sources.sd_inpaint)
+        problems += _not_inpainting(sources.sd_inpaint, sources.dcgd12_from_base)
+    if sources.sd_base is not None:
+        problems += _missing_sd_parts(sources.sd_base)
+        problems += _not_text_to_image(sources.sd_base)
+        if sources.sd_inpaint is not None:  # the base's UNet reads the inpainting folder's text encoder
+            problems += _mismatched_sd_parts(sources.sd_base, sources.sd_inpaint)
     for label, path in (
         ("--ip-adapter", sources.ip_adapter),
         ("--alpha-clip", sources.alpha_clip),
@@ -99,22 +94,38 @@ def check_sources(sources: Sources) -> None:
             problems.append(f"{path / 'config.json'} ({label} folder)")
     if (sources.lpips is None) != (sources.alexnet is None):
         problems.append("LPIPS needs both --lpips (the lpips package's alex.pth) and --alexnet (torchvision's weights)")
-    if sources.ip_adapter is not None and sources.sd_inpaint is None:
-        problems.append("--ip-adapter needs --sd-inpaint (its weights go into the UNet)")
+    if sources.ip_adapter is not None and sources.sd_inpaint is None and sources.sd_base is None:
+        problems.append("--ip-adapter needs --sd-inpaint or --sd-base (its weights go into the UNet)")
     if problems:
         raise InputError("missing inputs: " + "; ".join(problems))
 
 
-def _mismatched_sd_parts(root: Path) -> list[str]:
+def _missing_sd_parts(root: Path) -> list[str]:
+    problems = []
+    for part, kind in SD_PARTS.items():
+        if not (root / part / "config.json").is_file():
+            problems.append(f"{root / part / 'config.json'}")
+        try:
+            find_weights(root / part, kind)
+        except WeightFileError as err:
+            problems.append(str(err))
+    for need in ("tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"):
+        if not (root / need).is_file():
+            problems.append(str(root / need))
+    return problems + _mismatched_sd_parts(root, root)
+
+
+def _mismatched_sd_parts(unet_root: Path, text_root: Path) -> list[str]:
     """The UNet's cross-attention reads the text encoder's hidden states: their widths must agree."""
-    unet, text = _read_json(root / "unet" / "config.json"), _read_json(root / "text_encoder" / "config.json")
+    unet_file, text_file = unet_root / "unet" / "config.json", text_root / "text_encoder" / "config.json"
+    unet, text = _read_json(unet_file), _read_json(text_file)
     if not unet or not text:
         return []
     cross, hidden = unet.get("cross_attention_dim", 768), text.get("hidden_size", 512)
     if cross == hidden:
         return []
-    return [f"{root / 'unet' / 'config.json'} has cross_attention_dim {cross} but "
-            f"{root / 'text_encoder' / 'config.json'} has hidden_size {hidden}: not parts of one model"]  # fmt: skip
+    return [f"{unet_file} has cross_attention_dim {cross} but {text_file} has hidden_size {hidden}: "
+            "not parts of one model"]  # fmt: skip
 
 
 INPAINT_HINT = "an SD-1.5 inpainting folder such as botp/stable-diffusion-v1-5-inpainting"
@@ -132,8 +143,18 @@ def _not_inpainting(root: Path, from_base: bool) -> list[str]:
         return []
     what = "a text-to-image Stable Diffusion UNet, not an inpainting one" if channels == 4 else "not SD inpainting"
     return [f"{root / 'unet' / 'config.json'} has in_channels {channels}: {what}. --sd-inpaint expects "
-            f"{INPAINT_HINT} (9 input channels = latent 4 + mask 1 + masked-image latent 4); to initialize "
-            "only DCGD's 12-channel UNet from a text-to-image model, add --dcgd12-from-base"]  # fmt: skip
+            f"{INPAINT_HINT} (9 input channels = latent 4 + mask 1 + masked-image latent 4); a text-to-image "
+            "folder goes to --sd-base (the blended base, --base blended), or with --dcgd12-from-base initializes "
+            "only DCGD's 12-channel UNet"]  # fmt: skip
+
+
+def _not_text_to_image(root: Path) -> list[str]:
+    channels = (_read_json(root / "unet" / "config.json") or {}).get("in_channels", 4)
+    if channels == 4:
+        return []
+    return [f"{root / 'unet' / 'config.json'} has in_channels {channels}: --sd-base expects a text-to-image "
+            "SD-1.5 folder such as stable-diffusion-v1-5/stable-diffusion-v1-5 (4 input channels) for Blended "
+            "Latent Diffusion; an inpainting folder goes to --sd-inpaint"]  # fmt: skip
 
 
 def plan(sources: Sources) -> list[Job]:
@@ -144,6 +165,10 @@ def plan(sources: Sources) -> list[Job]:
 def _jobs(sources: Sources) -> Iterator[Job]:
     if sources.sd_inpaint is not None:
         yield from _sd_jobs(sources.sd_inpaint, sources.ip_adapter, sources.dcgd12, sources.dcgd12_from_base)
+    if sources.sd_base is not None:
+        yield _unet_job("unet_t2i", sources.sd_base, sources.ip_adapter)
+        if sources.sd_inpaint is None:
+            yield from _sd_shared_jobs(sources.sd_base)
     if sources.ip_adapter is not None:
         yield _image_proj_job(sources.ip_adapter)
     if sources.alpha_clip is not None:
@@ -157,9 +182,9 @@ def _jobs(sources: Sources) -> Iterator[Job]:
     yield from _eval_jobs(sources)
 
 
-def _sd_jobs(root: Path, ip_adapter: Path | None, dcgd12: bool = False, from_base: bool = False) -> Iterator[Job]:
+def _unet_job(name: str, root: Path, ip_adapter: Path | None) -> Job:
+    """A diffusers UNet folder, with the IP-Adapter's decoupled cross-attention when given."""
     unet_file = find_weights(root / "unet", "diffusers")
-    files = [unet_file] + ([ip_adapter] if ip_adapter else [])
 
     def unet(dtype):
         config = UNetConfig.from_json(root / "unet" / "config.json")
@@ -171,17 +196,27 @@ def _sd_jobs(root: Path, ip_adapter: Path | None, dcgd12: bool = False, from_bas
         entry = {"class": "UNet2DConditionModel", "config": config.to_dict(), "ip_adapter": ip is not None}
         return params, entry
 
+    return Job(name, [unet_file] + ([ip_adapter] if ip_adapter else []), unet)
+
+
+def _sd_jobs(root: Path, ip_adapter: Path | None, dcgd12: bool = False, from_base: bool = False) -> Iterator[Job]:
+    unet = _unet_job("unet", root, ip_adapter)
     if not from_base:  # a text-to-image UNet is stored only as the 12-channel initialization
-        yield Job("unet", files, unet)
+        yield unet
     if dcgd12 or from_base:
 
         def unet12(dtype):
-            params, entry = unet(dtype)
+            params, entry = unet.run(dtype)
             params, config = dcgd12_from_inpaint(params, UNetConfig.from_dict(entry["config"]))
             source = "text-to-image unet (4-channel)" if from_base else "unet (9-channel inpainting)"
             return params, {**entry, "config": config.to_dict(), "initialized_from": source}
 
-        yield Job("unet_dcgd12", files, unet12)
+        yield Job("unet_dcgd12", unet.files, unet12)
+    yield from _sd_shared_jobs(root)
+
+
+def _sd_shared_jobs(root: Path) -> Iterator[Job]:
+    """The VAE and the text encoder (one set serves every UNet: SD-1.5's and its inpainting model's are one)."""
     vae_file = find_weights(root / "vae", "diffusers")
 
     def vae(dtype):
@@ -342,7 +377,7 @@ def convert(
         raise InputError(f"{out}: already exists (use --force to replace it)")
     jobs = plan(sources)
     if not jobs:
-        raise InputError("nothing to convert: give at least one of --sd-inpaint, --alpha-clip, --mlp, ...")
+        raise InputError("nothing to convert: give at least one of --sd-inpaint, --sd-base, --alpha-clip, --mlp, ...")
     np_dtype = np.dtype(_numpy_dtype(dtype))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -376,17 +411,18 @@ def _convert_into(root, jobs, sources, np_dtype, dtype, progress) -> dict:
     if tokenizer is not None:
         copy_tokenizer(tokenizer, root)
         manifest["tokenizer"] = "tokenizer"
-    if sources.sd_inpaint is not None:
-        manifest["scheduler"] = json.loads((sources.sd_inpaint / "scheduler" / "scheduler_config.json").read_text())
-        manifest["model_index"] = _read_json(sources.sd_inpaint / "model_index.json")
+    sd = sources.sd_inpaint or sources.sd_base
+    if sd is not None:
+        manifest["scheduler"] = json.loads((sd / "scheduler" / "scheduler_config.json").read_text())
+        manifest["model_index"] = _read_json(sd / "model_index.json")
     write_manifest(root, manifest)
     return manifest
 
 
 def _tokenizer_folder(sources: Sources) -> Path | None:
     """SD's tokenizer/, else a CLIPModel folder's own tokenizer files (the same CLIP BPE)."""
-    if sources.sd_inpaint is not None:
-        return sources.sd_inpaint / "tokenizer"
+    if (sources.sd_inpaint or sources.sd_base) is not None:
+        return (sources.sd_inpaint or sources.sd_base) / "tokenizer"
     for folder in (sources.eval_clip, sources.clip):
         if folder is not None and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
             return folder

@@ -6,6 +6,13 @@
     masked image ─► VAE encode ─┐
     noise ─► lax.scan over the sampler's timesteps: 9-channel UNet on [neg; pos] (2B), CFG ─► VAE decode
 
+A second base, Blended Latent Diffusion (`RemovalOptions(base="blended")`, Avrahami et al., the loop
+of their scripts/text_editing_SD2.py), takes a text-to-image (4-channel) UNet with the same image tokens:
+
+    image ─► VAE posterior mean ─► source latents z0
+    noise ─► lax.scan over DDIM's timesteps[int(S * blend_start):]: UNet, CFG, DDIM step, then
+             x = x * mask + add_noise(z0, fresh noise, t) * (1 - mask)      ─► VAE decode
+
 Per-image PRNG keys come from (seed, image name or index), so a result never depends on the batch
 it was computed in.
 """
@@ -26,6 +33,7 @@ from clipaway_jax.checkpoint import Checkpoint, load_checkpoint
 from clipaway_jax.models import focused_embeddings, projection_block
 from clipaway_jax.pipelines.images import binarize, dilate, feather
 from clipaway_jax.schedulers import make_sampler
+from clipaway_jax.schedulers.base import at
 
 DEFAULT_NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality"  # IP-Adapter's default
 INFERENCE_NETWORKS = ("unet", "vae", "text_encoder", "alpha_clip", "mlp", "image_proj")
@@ -42,12 +50,42 @@ class RemovalOptions:
     dilate_iterations: int = 5  # 0 disables dilation
     paste_back: int = 0  # feather radius in pixels; 0 = off (the original does not paste back)
     posterior: str = "sample"  # VAE latents of the masked image: "sample" (diffusers) or "mode"
+    base: str = "inpaint"  # "inpaint": a 9/12-channel inpainting UNet; "blended": Blended Latent Diffusion
+    blend_start: float = 0.25  # blended: the fraction of the timesteps skipped (the reference's default)
+    blend_noise: str = "current"  # blended: re-noise the source to the current step's t (the reference) or
+    #                               to the previous one (the level the DDIM step has just produced)
 
     def __post_init__(self):
         if self.uncond not in ("mlp", "zeros"):
             raise ValueError(f"uncond must be 'mlp' or 'zeros', got {self.uncond!r}")
         if self.posterior not in ("sample", "mode"):
             raise ValueError(f"posterior must be 'sample' or 'mode', got {self.posterior!r}")
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {BASES}, got {self.base!r}")
+        if self.base == "blended" and self.scheduler != "ddim":
+            raise ValueError(f"the blended base samples with DDIM, as Blended Latent Diffusion; got {self.scheduler!r}")
+        if not 0 <= self.blend_start < 1:
+            raise ValueError(f"blend_start must be in [0, 1), got {self.blend_start}")
+        if self.blend_noise not in ("current", "previous"):
+            raise ValueError(f"blend_noise must be 'current' or 'previous', got {self.blend_noise!r}")
+
+    @property
+    def first_step(self) -> int:
+        """The index of the first timestep run: 0, or int(S * blend_start) for the blended base."""
+        return int(self.steps * self.blend_start) if self.base == "blended" else 0
+
+
+BASES = ("inpaint", "blended")
+UNET_CHANNELS = {"inpaint": (9, 12), "blended": (4,)}
+# Blended Latent Diffusion's DDIMScheduler(beta_start, beta_end, "scaled_linear", clip_sample=False,
+# set_alpha_to_one=False): the sampling settings come from its script, the noise schedule from the model.
+BLENDED_DDIM = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=0, timestep_spacing="leading")
+NOISE_SCHEDULE = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
+
+
+def blended_scheduler_config(config: dict) -> dict:
+    """The checkpoint's noise schedule (what its UNet was trained with) with the reference's DDIM settings."""
+    return {**{k: config[k] for k in NOISE_SCHEDULE if k in config}, **BLENDED_DDIM}
 
 
 def image_keys(seed: int, names: Sequence[str | int]) -> jax.Array:
@@ -92,6 +130,16 @@ def _latent_noise(keys, shape, dtype):
     return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
 
 
+BLEND_STREAM = 2  # the per-image key's sub-stream for the blended base's per-step noise
+
+
+def blending_noise(keys, index, shape) -> jax.Array:
+    """The fresh noise the blended base adds to the source latents at step `index`, [B, *shape]: from each
+    image's own key, so an image's result does not depend on its batch."""
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(jax.random.fold_in(k, BLEND_STREAM), index),
+                                                shape, jnp.float32))(keys)  # fmt: skip
+
+
 def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_sharding=None):
     """The pure function that `jax.jit` compiles: (params, batch, scalars) -> pixels in [0, 1].
 
@@ -123,6 +171,26 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
         mask_latents = masks[:, ::down, ::down, None]  # nearest resize to the latent grid, as F.interpolate
         return jnp.concatenate([mask_latents, encode(params, x0 * keep, keys)], axis=-1)
 
+    def blended(params, images, masks, keys, x, guided_eps):
+        """Blended Latent Diffusion's loop: after each DDIM step, outside the mask, the source latents
+        re-noised to the step's level replace the sample."""
+        source = vae.apply(params["vae"], images * 2 - 1, method="encode").mean * sf
+        mask = masks[:, down // 2 :: down, down // 2 :: down, None]  # Pillow's NEAREST to the latent grid
+        levels = sampler.alpha if options.blend_noise == "current" else sampler.alpha_prev
+
+        def step(carry, i):
+            state, x = carry
+            model_in = sampler.scale_model_input(state, jnp.repeat(x, 2, axis=0))
+            state, x = sampler.step(state, guided_eps(model_in, timesteps[i]), x)
+            a = at(levels, i, x)
+            noised = jnp.sqrt(a) * source + jnp.sqrt(1 - a) * blending_noise(keys, i, x.shape[1:])
+            return (state, constrain(x * mask + noised * (1 - mask))), None
+
+        first = options.first_step
+        state = sampler.init_state(x)._replace(step=jnp.int32(first))
+        (_, x), _ = jax.lax.scan(step, (state, x), jnp.arange(first, len(timesteps)))
+        return x
+
     def run(params, images, masks, text_ids, keys, guidance_scale, ip_scale, diagnostic=(0, False), latents=None):
         # images [B, H, W, 3] in [0, 1]; masks [B, H, W]; text_ids [B, 2, 77] (negative, positive)
         # diagnostic: (token source index, inpaint the whole image) for --show-embeddings
@@ -139,24 +207,29 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
         context = nets.text_encoder.apply(params["text_encoder"], ids).last_hidden_state
         tokens = jnp.stack([uncond_tokens, cond_tokens], axis=1).reshape(2 * b, *cond_tokens.shape[1:])
 
+        def guided_eps(model_in, t):
+            eps = unet.apply(params["unet"], model_in, t, context, tokens, ip_scale)
+            eps = eps.astype(jnp.float32).reshape(b, 2, *eps.shape[1:])
+            return eps[:, 0] + guidance_scale * (eps[:, 1] - eps[:, 0])
+
         noise_keys, vae_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         masks = jnp.where(inpaint_full, jnp.ones_like(masks), masks)
-        extra = jnp.repeat(condition_channels(params, images, masks, vae_keys), 2, axis=0)
-
         if latents is None:
             latents = _latent_noise(noise_keys, (h // down, w // down, unet.config.out_channels), jnp.float32)
         x = constrain(latents * sampler.init_noise_sigma)
 
-        def step(carry, t):
-            state, x = carry
-            model_in = sampler.scale_model_input(state, jnp.repeat(x, 2, axis=0))
-            eps = unet.apply(params["unet"], jnp.concatenate([model_in, extra], -1), t, context, tokens, ip_scale)
-            eps = eps.astype(jnp.float32).reshape(b, 2, *eps.shape[1:])
-            eps_neg, eps_pos = eps[:, 0], eps[:, 1]
-            state, x = sampler.step(state, eps_neg + guidance_scale * (eps_pos - eps_neg), x)
-            return (state, constrain(x)), None
+        if options.base == "blended":
+            x = blended(params, images, masks, keys, x, guided_eps)
+        else:
+            extra = jnp.repeat(condition_channels(params, images, masks, vae_keys), 2, axis=0)
 
-        (_, x), _ = jax.lax.scan(step, (sampler.init_state(x), x), timesteps)
+            def step(carry, t):
+                state, x = carry
+                model_in = sampler.scale_model_input(state, jnp.repeat(x, 2, axis=0))
+                state, x = sampler.step(state, guided_eps(jnp.concatenate([model_in, extra], -1), t), x)
+                return (state, constrain(x)), None
+
+            (_, x), _ = jax.lax.scan(step, (sampler.init_state(x), x), timesteps)
         pixels = vae.apply(params["vae"], x / sf, method="decode").astype(jnp.float32)
         pixels = jnp.clip(pixels / 2 + 0.5, 0.0, 1.0)
         if options.paste_back:
@@ -165,6 +238,12 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
         return pixels
 
     return run
+
+
+BASE_HINT = {
+    "inpaint": "Load 'unet' (or 'unet_dcgd12') for the inpainting base.",
+    "blended": "Load 'unet_t2i' (convert a text-to-image SD-1.5 folder with --sd-base) for the blended base.",
+}
 
 
 class CLIPAwayPipeline:
@@ -177,9 +256,10 @@ class CLIPAwayPipeline:
         self.checkpoint, self.mesh = checkpoint, mesh
         self.nets = Networks(*(checkpoint.module(name, dtype) for name in names))
         self.params = {name: {"params": checkpoint.params[source]} for name, source in zip(INFERENCE_NETWORKS, names)}
-        if self.nets.unet.config.in_channels not in (9, 12):
-            raise ValueError(f"{unet}: an inpainting UNet takes 9 or 12 (DCGD) channels, not "
-                             f"{self.nets.unet.config.in_channels}")  # fmt: skip
+        if self.nets.unet.config.in_channels not in (4, 9, 12):
+            raise ValueError(f"{unet}: a UNet of 4 (text-to-image, the blended base), 9 (inpainting) or 12 (DCGD) "
+                             f"input channels, not {self.nets.unet.config.in_channels}")  # fmt: skip
+        self.unet_name = unet
         self.scheduler_config = checkpoint.manifest.get("scheduler", {})
         self._tokenizer = None
         self._programs: dict[RemovalOptions, Any] = {}
@@ -216,10 +296,20 @@ class CLIPAwayPipeline:
         if options not in self._programs:
             from clipaway_jax.sharding import batch_sharding
 
-            sampler = make_sampler(options.scheduler, self.scheduler_config, options.steps)
+            self.check_base(options.base)
+            config = self.scheduler_config
+            config = blended_scheduler_config(config) if options.base == "blended" else config
+            sampler = make_sampler(options.scheduler, config, options.steps)
             split = (lambda ndim: batch_sharding(self.mesh, ndim)) if self.mesh is not None else None
             self._programs[options] = xla.jit(removal_program(self.nets, sampler, options, split))
         return self._programs[options]
+
+    def check_base(self, base: str) -> None:
+        channels = self.nets.unet.config.in_channels
+        if channels not in UNET_CHANNELS[base]:
+            kind = "a text-to-image" if channels == 4 else "an inpainting"
+            raise ValueError(f"{self.checkpoint.path}: base {base!r} needs a UNet of {UNET_CHANNELS[base]} input "
+                             f"channels; {self.unet_name!r} is {kind} UNet ({channels}). " + BASE_HINT[base])
 
     def compiled(self, options: RemovalOptions, args: tuple):
         """The program compiled ahead of time for these batch shapes (once per shape; the compiler's freed

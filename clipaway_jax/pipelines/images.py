@@ -81,6 +81,11 @@ def plan_fit(original: tuple[int, int], size: tuple[int, int] | None, keep_aspec
     return Fit(original, size, (top, left, ch, cw))
 
 
+# How each base resizes an 8-bit input to the model size with Pillow, as its original code: CLIPAway
+# resizes with Pillow's default (bicubic), Blended Latent Diffusion's script with BILINEAR.
+INPUT_FILTER = {"inpaint": Image.BICUBIC, "blended": Image.BILINEAR}
+
+
 def apply_fit(array: np.ndarray, fit: Fit, resample: int) -> np.ndarray:
     """Resize into the content box and pad the rest with zeros (black image / keep-out mask)."""
     top, left, ch, cw = fit.content

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from clipaway_jax.pipelines.images import (
+    INPUT_FILTER,
     Fit,
     ImageError,
     apply_fit,
@@ -42,14 +43,16 @@ class Prepared:
         return not self.original_mask.any()
 
 
-def prepare(image_path, mask_path, size: tuple[int, int] | None, keep_aspect: bool, name: str | None = None):
+def prepare(image_path, mask_path, size: tuple[int, int] | None, keep_aspect: bool, name: str | None = None,
+            base: str = "inpaint") -> Prepared:  # fmt: skip
     image, raw_mask = read_image(image_path), read_mask(mask_path)
-    return prepare_arrays(image, raw_mask, size, keep_aspect, name or Path(image_path).stem)
+    return prepare_arrays(image, raw_mask, size, keep_aspect, name or Path(image_path).stem, base)
 
 
 def prepare_arrays(image: np.ndarray, raw_mask: np.ndarray, size: tuple[int, int] | None, keep_aspect: bool,
-                   name: str) -> Prepared:  # fmt: skip
-    """`prepare` on arrays already read: image [H, W, 3] and mask [h, w] in [0, 1]."""
+                   name: str, base: str = "inpaint") -> Prepared:  # fmt: skip
+    """`prepare` on arrays already read: image [H, W, 3] and mask [h, w] in [0, 1]; the image is resized
+    with the base's own filter (`INPUT_FILTER`)."""
     notes = []
     if np.any((raw_mask > 0) & (raw_mask < 1)):
         notes.append("mask is not binary: binarized at 0.5")
@@ -61,7 +64,7 @@ def prepare_arrays(image: np.ndarray, raw_mask: np.ndarray, size: tuple[int, int
     if not mask.any():
         notes.append("mask is empty: output = input")
     fit = plan_fit(image.shape[:2], size, keep_aspect)
-    fitted_image = apply_fit(image, fit, Image.BICUBIC)  # Pillow's default filter, as the original's resize
+    fitted_image = apply_fit(image, fit, INPUT_FILTER[base])
     if keep_aspect:
         fitted_mask = apply_fit(mask, fit, Image.NEAREST)
     else:  # squashed, the mask file goes to the model size directly, as the original's
