@@ -11,6 +11,7 @@ so a mesh never sees a full unsharded copy on one device. No torch needed.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -149,19 +150,58 @@ def load_checkpoint(
         for name in names:
             if name not in manifest["networks"]:
                 raise CheckpointError(f"{path}: no network {name!r}; it has {sorted(manifest['networks'])}")
-            target = _restore_target(manifest["networks"][name], mesh, (shardings or {}).get(name), dtype, rules)
-            stored = manifest["networks"][name].get("params_of", name)  # e.g. an eval tower that IS alpha_clip
+            entry = manifest["networks"][name]
+            target = _restore_target(entry, mesh, (shardings or {}).get(name), dtype, rules)
+            if "overlay" in entry:
+                checkpoint.params[name] = _restore_overlay(checkpointer, path, name, target, mesh, dtype, rules)
+                continue
+            stored = entry.get("params_of", name)  # e.g. an eval tower that IS alpha_clip
             checkpoint.params[name] = checkpointer.restore((path / "params" / stored).absolute(), target)
     hostmem.release_freed()
     return checkpoint
+
+
+def _restore_overlay(checkpointer, path: Path, name: str, target, mesh, dtype, rules):
+    """A network stored as another's params with some top-level modules of its own (`params_of` +
+    `overlay`: e.g. a text-to-image UNet that is an inpainting UNet with another conv_in)."""
+    networks = read_manifest(path)["networks"]
+    entry = networks[name]
+    base = checkpointer.restore((path / "params" / entry["params_of"]).absolute(),
+                                _restore_target(networks[entry["params_of"]], mesh, None, dtype, rules))  # fmt: skip
+    own = checkpointer.restore((path / "params" / name).absolute(), {k: target[k] for k in entry["overlay"]})
+    merged = {**base, **own}
+    if set(merged) != set(target):
+        raise CheckpointError(f"{path}: {name} (overlay of {entry['params_of']}) has modules {sorted(merged)}, "
+                              f"its config needs {sorted(target)}")  # fmt: skip
+    for key, (got, want) in _leaf_shapes(merged, target).items():
+        if got != want:
+            raise CheckpointError(f"{path}: {name}/{key}: shape {got} from {entry['params_of']}, expected {want}")
+    return merged
+
+
+def _leaf_shapes(tree, target) -> dict:
+    flat = lambda t: {"/".join(str(getattr(k, "key", k)) for k in keys): leaf.shape
+                      for keys, leaf in jax.tree_util.tree_flatten_with_path(t)[0]}  # fmt: skip
+    got, want = flat(tree), flat(target)
+    return {k: (got.get(k), want.get(k)) for k in want}
+
+
+ARCHITECTURE_KEYS = ("class", "config", "ip_adapter", "with_projection")  # what `build_module` reads
+
+
+@functools.lru_cache(maxsize=64)
+def entry_abstract_params(architecture: str):
+    """The boxed abstract params of a manifest entry's network, traced once per architecture and process
+    (tracing a UNet's init takes ~0.4 s; a process may load the same checkpoint many times)."""
+    module, inputs = build_module(json.loads(architecture))
+    return abstract_params(module, *inputs)
 
 
 def _restore_target(entry: dict, mesh, shardings, dtype, rules):
     """Abstract arrays (shape, dtype, sharding) for Orbax to restore into."""
     import flax
 
-    module, inputs = build_module(entry)
-    abstract = abstract_params(module, *inputs)
+    abstract = entry_abstract_params(json.dumps({k: entry[k] for k in ARCHITECTURE_KEYS if k in entry}, sort_keys=True))
     if shardings is None and mesh is not None:
         shardings = param_shardings(abstract, mesh, rules)["params"]
     tree = flax.core.meta.unbox(abstract)["params"]

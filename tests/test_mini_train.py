@@ -153,3 +153,64 @@ def test_checkpoint_pipeline_defaults_apply_only_to_flags_not_given():
     args = parser.parse_args([])
     pipeline_args.resolve_defaults(args, {})
     assert (args.steps, args.scheduler, args.dilate_iterations) == (50, "pndm", 5)  # the published settings
+    args = parser.parse_args(["--base", "blended"])
+    pipeline_args.resolve_defaults(args, {})
+    assert args.scheduler == "ddim"  # Blended Latent Diffusion's sampler
+
+
+def test_t2i_trains_conv_in_and_stores_it_as_an_overlay(world, tmp_path):
+    """`train t2i`: the blended base's UNet is the inpainting UNet with a 4-channel conv_in; only conv_in is
+    trained and stored, and the checkpoint restores the whole UNet from the two. (The task's loss is the
+    inpainting one's, which learns above; `make mini` runs this task for real.)"""
+    import argparse
+
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.commands import train
+
+    root, frozen = world
+    init = json.loads((frozen / "manifest.json").read_text())["init"]
+    with_unet = tmp_path / "with-unet"
+    names = ("unet", "image_proj")
+    params = {n: train.init_params(init[n], 7 + i) for i, n in enumerate(names)}
+    train.export(frozen, with_unet, params, {n: init[n] for n in names})
+    parser = argparse.ArgumentParser()
+    train.add_parser(parser.add_subparsers())
+    args = parser.parse_args(_args("t2i", with_unet, root, tmp_path / "w"))
+    task = train.TASKS["t2i"](args, train.train_config(args))
+    assert list(task.params) == ["unet_t2i"] and list(task.params["unet_t2i"]) == ["conv_in"]
+    assert list(train.abstract_tree(task)["params"]["unet_t2i"]) == ["conv_in"]
+    batch = task.load(np.arange(2))
+    loss = jax.jit(task.loss)(task.params, task.frozen, batch, jax.random.key(0))
+    assert np.isfinite(float(loss))
+    out = tmp_path / "out"
+    train.export(with_unet, out, task.params, task.entries)
+    entry = json.loads((out / "manifest.json").read_text())["networks"]["unet_t2i"]
+    assert (entry["params_of"], entry["overlay"], entry["config"]["in_channels"]) == ("unet", ["conv_in"], 4)
+    stored = [p.name for p in (out / "params" / "unet_t2i").rglob("*") if p.is_dir()]
+    assert not any("down_blocks" in name for name in stored), "only conv_in is stored"
+    ckpt = load_checkpoint(out, networks=["unet", "unet_t2i"])
+    t2i, unet = ckpt.params["unet_t2i"], ckpt.params["unet"]
+    assert t2i["conv_in"]["kernel"].shape[2] == 4 and set(t2i) == set(unet)
+    np.testing.assert_array_equal(t2i["conv_out"]["kernel"], unet["conv_out"]["kernel"])
+
+
+def test_the_folded_conv_in_equals_the_inpainting_one_on_an_all_masked_input():
+    """Away from the border, conv_in(x ⊕ 1 ⊕ z(gray)) of the 9-channel UNet = the folded 4-channel conv_in(x)."""
+    import flax.linen as nn
+
+    from clipaway_jax.models import AutoencoderKL, VAEConfig
+    from clipaway_jax.training.tasks import text_to_image_from_inpaint
+
+    vae = AutoencoderKL(VAEConfig.from_dict(MICRO["vae"] | {"scaling_factor": 0.5}))
+    vae_params = vae.init(jax.random.key(0), jax.numpy.zeros((1, SIZE, SIZE, 3)))["params"]
+    conv = nn.Conv(16, (3, 3), padding=1)
+    rng = np.random.default_rng(0)
+    params9 = {"kernel": rng.normal(size=(3, 3, 9, 16)), "bias": rng.normal(size=16)}
+    params9 = jax.tree_util.tree_map(lambda a: a.astype(np.float32), params9)
+    folded = text_to_image_from_inpaint({"conv_in": params9}, vae, vae_params, SIZE)
+    latent = vae.apply({"params": vae_params}, jax.numpy.zeros((1, SIZE, SIZE, 3)), method="encode").mean * 0.5
+    x = rng.normal(size=(1, 16, 16, 4)).astype(np.float32)
+    constant = np.broadcast_to(np.asarray(latent).mean(axis=(0, 1, 2)), (1, 16, 16, 4))
+    full = conv.apply({"params": params9}, np.concatenate([x, np.ones((1, 16, 16, 1), np.float32), constant], -1))
+    mine = conv.apply({"params": folded}, x)
+    np.testing.assert_allclose(np.asarray(mine)[:, 1:-1, 1:-1], np.asarray(full)[:, 1:-1, 1:-1], atol=2e-5)

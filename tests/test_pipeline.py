@@ -57,9 +57,11 @@ def _torch_pipeline(files, scheduler_name, with_ip_adapter=True):
     return pipe
 
 
-@pytest.mark.parametrize("scheduler, size", [("pndm", (SIZE, SIZE)), ("ddim", (SIZE, SIZE)), ("pndm", (72, 88))])
-def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, size, monkeypatch):
-    """72x88: any multiple of the VAE factor, as diffusers (9x11 latents, not divisible by the UNet's 4)."""
+@pytest.mark.parametrize("scheduler, size, steps", [("pndm", (SIZE, SIZE), 50), ("ddim", (SIZE, SIZE), 20),
+                                                    ("pndm", (72, 88), 20)])  # fmt: skip
+def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, size, steps, monkeypatch):
+    """72x88: any multiple of the VAE factor, as diffusers (9x11 latents, not divisible by the UNet's 4).
+    The published 50 steps once; fewer for the other cases (the samplers' 50 steps are scheduler tests)."""
     import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint as inpaint
 
     files, pipe = setup
@@ -82,13 +84,13 @@ def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, size, monke
                 latents=torch.from_numpy(latents[i : i + 1].transpose(0, 3, 1, 2).copy()),
                 height=size[0],
                 width=size[1],
-                num_inference_steps=50,
+                num_inference_steps=steps,
                 guidance_scale=7.5,
                 strength=1.0,
                 output_type="np",
             ).images[0])  # fmt: skip
     expected = np.stack(expected)
-    options = RemovalOptions(steps=50, scheduler=scheduler, dilate_iterations=0, posterior="mode")
+    options = RemovalOptions(steps=steps, scheduler=scheduler, dilate_iterations=0, posterior="mode")
     out = pipe.remove(images, masks, latents=latents, guidance_scale=7.5, options=options)
     diff = np.abs(out - expected)
     print(f"{scheduler} {size}: mean abs diff {diff.mean():.2e}, max {diff.max():.2e}")
@@ -120,3 +122,22 @@ def test_compute_dtype_is_bfloat16_on_accelerators_only(monkeypatch):
     for backend, expected in (("cpu", "float32"), ("gpu", "bfloat16"), ("tpu", "bfloat16")):
         monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
         assert compute_dtype("auto") == expected
+
+
+def test_training_is_mixed_precision_on_accelerators_only(monkeypatch):
+    """`train --precision auto`: bfloat16 activations on GPU/TPU, float32 on CPU; --bf16 forces bfloat16."""
+    import argparse
+
+    import jax
+    import jax.numpy as jnp
+
+    from clipaway_jax.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.add_parser(parser.add_subparsers())
+    base = ["train", "mlp", "--checkpoint", "c", "--workdir", "w"]
+    for backend, expected in (("cpu", jnp.float32), ("gpu", jnp.bfloat16), ("tpu", jnp.bfloat16)):
+        monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+        assert train._activation_dtype(parser.parse_args(base)) == expected
+        assert train._activation_dtype(parser.parse_args([*base, "--precision", "float32"])) == jnp.float32
+        assert train._activation_dtype(parser.parse_args([*base, "--bf16"])) == jnp.bfloat16

@@ -22,7 +22,9 @@ DESCRIPTION = textwrap.dedent(
     From scratch (architectures from the checkpoint manifest's `init` section, data with the mini_scenes
     features: image, mask, caption, scene_caption, box): alpha-clip (AlphaCLIP + its text tower,
     contrastive), image-encoder (the IP-Adapter's image tower, contrastive), vae (KL autoencoder),
-    inpaint (9-channel inpainting UNet + IP-Adapter, reconstructing the image under random masks).
+    inpaint (9-channel inpainting UNet + IP-Adapter, reconstructing the image under random masks),
+    t2i (the blended base's text-to-image UNet, unet_t2i: the inpainting UNet with its mask inputs folded
+    into conv_in, whose conv_in alone is then trained on whole-image denoising; stored as an overlay).
     `make mini` runs them all (see clipaway_jax/mini/recipe.py).
 
     examples:
@@ -37,7 +39,7 @@ DESCRIPTION = textwrap.dedent(
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the CLIPAway MLP or fine-tune the UNet (DCGD)", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("task", choices=("mlp", "unet", "alpha-clip", "image-encoder", "vae", "inpaint"))
+    p.add_argument("task", choices=("mlp", "unet", "alpha-clip", "image-encoder", "vae", "inpaint", "t2i"))
     p.add_argument("--checkpoint", type=Path, required=True, help="converted checkpoint with the frozen networks")
     p.add_argument("--workdir", type=Path, required=True, help="checkpoints, metrics.jsonl, tensorboard/")
     src = p.add_argument_group("data (one of)")
@@ -76,14 +78,19 @@ def add_parser(sub) -> None:
     unet.add_argument("--prompt", default="", help="conditioning text (e.g. a T_info description)")
     unet.add_argument("--mask-area", type=float, nargs=2, default=(0.01, 0.4), metavar=("MIN", "MAX"))
     unet.add_argument("--remat", action="store_true", help="rematerialize UNet blocks (less memory, more compute)")
-    opt.add_argument("--bf16", action="store_true", help="bfloat16 activations (params and optimizer stay fp32)")
+    opt.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                     help="activation dtype; params and optimizer state stay float32 (mixed precision). auto "
+                     "(default): bfloat16 on GPU/TPU, float32 on CPU")  # fmt: skip
+    opt.add_argument("--bf16", dest="precision", action="store_const", const="bfloat16",
+                     help="the same as --precision bfloat16")  # fmt: skip
     p.add_argument("--debug-step-sleep", type=float, default=0.0, help=argparse.SUPPRESS)
     p.set_defaults(run=main)
 
 
 SCRATCH = dict(batch=64, lr=1e-3, weight_decay=0.0)
 DEFAULTS = {"mlp": dict(batch=8, lr=1e-5, weight_decay=1e-4), "unet": dict(batch=64, lr=1e-4, weight_decay=0.0),
-            "alpha-clip": SCRATCH, "image-encoder": SCRATCH, "vae": SCRATCH, "inpaint": SCRATCH}  # fmt: skip
+            "alpha-clip": SCRATCH, "image-encoder": SCRATCH, "vae": SCRATCH, "inpaint": SCRATCH,
+            "t2i": SCRATCH}  # fmt: skip
 
 
 def train_config(args):
@@ -321,9 +328,41 @@ def _inpaint_task(args, cfg):
     return Task(entries, params, loss, frozen, load, len(source))
 
 
+def _t2i_task(args, cfg):
+    """unet_t2i = the inpainting UNet with conv_in folded to 4 channels; only conv_in trains (an overlay)."""
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.mini.batches import inpaint_loader
+    from clipaway_jax.models import UNetConfig
+    from clipaway_jax.tokenizer import load_tokenizer
+    from clipaway_jax.training import tasks
+
+    frozen_names = ["unet", "image_proj", "vae", "text_encoder", "image_encoder"]
+    ckpt = load_checkpoint(args.checkpoint, networks=frozen_names)
+    base = dict(ckpt.manifest["networks"]["unet"])
+    config = UNetConfig.from_dict({**base["config"], "in_channels": 4})
+    entry = {k: v for k, v in base.items() if k not in ("sources", "trained")}
+    entry |= {"config": config.to_dict(), "params_of": "unet", "overlay": ["conv_in"],
+              "initialized_from": "unet (9-channel inpainting), mask inputs folded into conv_in"}  # fmt: skip
+    vae = ckpt.module("vae")
+    size = ckpt.module("unet").config.sample_size * vae.config.scale_factor
+    conv_in = tasks.text_to_image_from_inpaint(ckpt.params["unet"], vae, ckpt.params["vae"], size)
+    frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in frozen_names})
+    unet = _module(entry, args).clone(remat=args.remat)
+    inner = tasks.unet_loss(unet, vae, ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}), "unet_t2i",
+                            ckpt.module("image_encoder"), ckpt.module("image_proj"))  # fmt: skip
+
+    def loss(params, frozen, batch, rng):
+        full = {**frozen["unet"]["params"], **params["unet_t2i"]}
+        return inner({"unet_t2i": full, "image_proj": frozen["image_proj"]["params"]}, frozen, batch, rng)
+
+    source = data_source(args)
+    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), args.seed)
+    return Task({"unet_t2i": entry}, {"unet_t2i": {"conv_in": conv_in}}, loss, frozen, load, len(source))
+
+
 TASKS = {"mlp": _mlp_task, "unet": _unet_task, "alpha-clip": _contrastive_task("alpha_clip", "text_encoder", True),
          "image-encoder": _contrastive_task("image_encoder", "encoder_text", False), "vae": _vae_task,
-         "inpaint": _inpaint_task}  # fmt: skip
+         "inpaint": _inpaint_task, "t2i": _t2i_task}  # fmt: skip
 
 
 def init_params(entry: dict, seed: int):
@@ -349,9 +388,13 @@ def _module(entry: dict, args):
 
 
 def _activation_dtype(args):
+    """Mixed precision where it pays: bfloat16 activations on accelerators (their matmul units, half the
+    activation memory), float32 on CPU (XLA computes bfloat16 dots there in float32 anyway)."""
     import jax.numpy as jnp
 
-    return jnp.bfloat16 if args.bf16 else jnp.float32
+    from clipaway_jax.commands.pipeline_args import compute_dtype
+
+    return jnp.dtype(compute_dtype("auto" if args.precision == "auto" else args.precision))
 
 
 def jax_tree_numpy(tree):
@@ -408,6 +451,8 @@ def abstract_tree(task: Task) -> dict:
         if name in task.entries:
             module, inputs = build_module(task.entries[name])
             tree[name] = abstract_params(module, *inputs)["params"]
+            if "overlay" in task.entries[name]:  # only the modules it stores itself train
+                tree[name] = {k: tree[name][k] for k in task.entries[name]["overlay"]}
         else:
             tree[name] = jax.ShapeDtypeStruct(np.shape(value), np.asarray(value).dtype)
     return {"params": tree}

@@ -3,7 +3,8 @@ split with our own `infer` and `eval`, in both papers' layouts, with the ground 
 
     rows:   CLIPAway (published guidance) | plain inpainting with MLP(e_b) tokens (no projection) |
             no image tokens (empty prompt) | DCGD (12-channel UNet, T_info vs T_mask) | CLIPAway + DCGD |
-            ground truth
+            Blended (Blended Latent Diffusion on the text-to-image UNet, no image tokens) |
+            Blended + CLIPAway (the same base with CLIPAway's tokens: the plug-and-play rows) | ground truth
     metrics (mini AlphaCLIP space): FD-CLIP, CMMD, CLIP Dist, CLIP@1/3/5; against the ground truth:
             PSNR / SSIM / MAE inside the mask, and DCGD's whole-image PSNR by mask-area bucket
 
@@ -26,9 +27,12 @@ METHODS = {
     "no image tokens": ["--ip-scale", "0"],
     "DCGD": ["--guidance-mode", "dcgd", "--unet-variant", "dcgd12"],
     "CLIPAway + DCGD": ["--guidance-mode", "clipaway+dcgd", "--unet-variant", "dcgd12"],
+    "Blended": ["--base", "blended", "--ip-scale", "0"],
+    "Blended + CLIPAway": ["--base", "blended"],
 }
 SLUG = {"CLIPAway": "clipaway", "MLP(e_b), no projection": "mlp_eb", "no image tokens": "no_image_tokens",
-        "DCGD": "dcgd", "CLIPAway + DCGD": "clipaway_dcgd", "ground truth": "ground_truth"}  # fmt: skip
+        "DCGD": "dcgd", "CLIPAway + DCGD": "clipaway_dcgd", "Blended": "blended",
+        "Blended + CLIPAway": "blended_clipaway", "ground truth": "ground_truth"}  # fmt: skip
 
 
 def write_truth(data_dir: Path, out: Path, count: int | None) -> tuple[Path, Path, int]:

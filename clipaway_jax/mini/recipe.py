@@ -2,7 +2,8 @@
 `data` and `train` commands, seeded; about an hour on a 2-core CPU.
 
     data scenes -> skeleton -> train alpha-clip -> train image-encoder -> train vae -> train inpaint
-                -> train mlp -> train unet (dcgd12) -> the shipped checkpoint (float16, model card)
+                -> train mlp -> train unet (dcgd12) -> train t2i (the blended base's UNet)
+                -> the shipped checkpoint (float16, model card)
 
 Every stage is a `clipaway-jax` command line (printed before it runs) that adds its networks to
 OUT/checkpoint; a stage whose networks are there is skipped, and an interrupted stage resumes from its
@@ -29,6 +30,8 @@ STAGES = {
     "mlp": (["mlp"], ["--steps", "3000", "--lr", "1e-3", "--batch", "64", "--cache-embeddings", "--size", "64"]),
     "unet": (["unet_dcgd12"], ["--steps", "300", "--batch", "32", "--lr", "1e-4", "--unet-variant", "dcgd12",
                                "--captions", "--size", "64"]),
+    "t2i": (["unet_t2i"], ["--steps", "300", "--batch", "32", "--lr", "1e-3", "--schedule", "warmup_cosine",
+                           "--warmup-steps", "30", "--clip-grad-norm", "1.0"]),
 }  # fmt: skip
 # the world's one CLIP space serves the describer and the metrics
 ALIASES = {"clip_text": "text_encoder", "eval_clip_text": "text_encoder", "eval_clip_vision": "alpha_clip",
@@ -85,7 +88,8 @@ def ship(checkpoint: Path, out: Path, dtype: str = "float16") -> Path:
     from clipaway_jax.checkpoint import load_checkpoint, read_manifest, save_network, write_manifest
 
     manifest = read_manifest(checkpoint)
-    keep = [n for n in manifest["networks"] if n != "encoder_text"]
+    stored = lambda entry: "params_of" not in entry or "overlay" in entry  # aliases are written again below
+    keep = [n for n, entry in manifest["networks"].items() if n != "encoder_text" and stored(entry)]
     loaded = load_checkpoint(checkpoint, networks=keep)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -95,7 +99,9 @@ def ship(checkpoint: Path, out: Path, dtype: str = "float16") -> Path:
     cast = lambda x: np.asarray(x).astype(dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x)
     entries = {}
     for name in keep:
-        save_network(tmp, name, jax.tree_util.tree_map(cast, loaded.params[name]))
+        own = manifest["networks"][name].get("overlay")  # an overlay stores its own modules only
+        params = {k: loaded.params[name][k] for k in own} if own else loaded.params[name]
+        save_network(tmp, name, jax.tree_util.tree_map(cast, params))
         entries[name] = {**manifest["networks"][name], "dtype": dtype}
     for alias, source in ALIASES.items():
         entries[alias] = {**entries[source], "params_of": source}

@@ -101,7 +101,8 @@ def load_cached_embeddings(folder: Path) -> dict[str, np.ndarray]:
 
 def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet", image_encoder=None,
               image_proj=None):  # fmt: skip
-    """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet, conditioned on per-example text;
+    """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet (or a 4-channel text-to-image one),
+    conditioned on per-example text;
     with `image_proj`, also on IP-Adapter tokens of the whole image's embedding (zeroed where the batch's
     `keep_image` is 0: IP-Adapter's condition dropout, for classifier-free guidance)."""
     cfg = SchedulerConfig.from_dict(scheduler_config, {})
@@ -119,14 +120,17 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
     def loss(params, frozen, batch, rng):
         images, masks = batch["images"] * 2 - 1, batch["masks"][..., None]
         k_vae, k_t, k_noise = jax.random.split(rng, 3)
-        regions = [images, images * (masks < 0.5)]  # x0, and x0 with the object removed
-        if unet.config.in_channels == 12:
+        channels = unet.config.in_channels
+        regions = [images] if channels == 4 else [images, images * (masks < 0.5)]  # x0, x0 without the object
+        if channels == 12:
             regions.append(images * (masks >= 0.5))  # the object alone: DCGD's z(x0∘o)
-        latents, background, *obj = encode(frozen, jnp.stack(regions), k_vae)
-        if unet.config.in_channels == 12:
-            condition = jnp.concatenate([obj[0], background], -1)
-        else:
-            condition = jnp.concatenate([masks[:, ::down, ::down], background], -1)
+        latents, *parts = encode(frozen, jnp.stack(regions), k_vae)
+        if channels == 12:
+            condition = jnp.concatenate([parts[1], parts[0]], -1)
+        elif channels == 9:
+            condition = jnp.concatenate([masks[:, ::down, ::down], parts[0]], -1)
+        else:  # text-to-image: the noisy latents alone
+            condition = latents[..., :0]
         b = images.shape[0]
         t = jax.random.randint(k_t, (b,), 0, cfg.num_train_timesteps)
         noise = jax.random.normal(k_noise, latents.shape)
@@ -155,3 +159,18 @@ def unet_batch_loader(source, image_size: int, text_ids: np.ndarray, seed: int, 
         return {"images": images, "masks": masks, "text_ids": ids}
 
     return load
+
+
+def text_to_image_from_inpaint(params: dict, vae, vae_params, image_size: int) -> dict:
+    """A 4-channel UNet's conv_in from a 9-channel inpainting UNet's: the mask channel at 1 and the masked
+    image's latent at z(gray) (the whole image masked, as the pipeline feeds it then) are constants, folded
+    into the bias; the other modules stay the inpainting UNet's. Exact away from the border (the constant
+    channels' zero padding is not), which a short fine-tune of conv_in corrects."""
+    kernel, bias = np.asarray(params["conv_in"]["kernel"]), np.asarray(params["conv_in"]["bias"])
+    if kernel.shape[2] != 9:
+        raise ValueError(f"conv_in takes {kernel.shape[2]} channels; folding needs the 9-channel inpainting UNet")
+    gray = jnp.zeros((1, image_size, image_size, 3))
+    latent = vae.apply({"params": vae_params}, gray, method="encode").mean * vae.config.scaling_factor
+    constants = np.concatenate([[1.0], np.asarray(latent).mean(axis=(0, 1, 2))])  # mask, z(gray) per channel
+    folded = bias + np.einsum("hwcd,c->d", kernel[:, :, 4:], constants)
+    return {"kernel": kernel[:, :, :4], "bias": folded.astype(bias.dtype)}
