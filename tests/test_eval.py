@@ -78,7 +78,8 @@ def run_folder(tmp_path_factory):
         Image.fromarray(mask).save(root / "masks" / f"{name}.png")
         save(truth, root / "gt" / f"{name}.png")
         save(result, root / "results" / f"{name}.png")
-        records.append({"name": name, "status": "done", "output": str(root / "results" / f"{name}.png")})
+        records.append({"name": name, "status": "done", "output": str(root / "results" / f"{name}.png"),
+                        "base": "blended"})  # fmt: skip
     (root / "results" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return root
 
@@ -144,6 +145,7 @@ def test_eval_writes_both_tables_per_image_csv_and_grids(evaluated, run_folder):
     assert list(buckets) == ["0.01-0.1", "0.1-0.2", "0.2-0.3", "0.3-0.4"]
     assert all(row["images"] > 0 for row in buckets.values()) and sum(r["images"] for r in buckets.values()) == N
     assert "CLIP Dist" in metrics["definitions"] and "1 - cos" in metrics["definitions"]["CLIP Dist"]
+    assert metrics["base"] == ["blended"] and "results of base blended" in captured.out  # infer's --base
     with open(out / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == N and rows[0]["name"] == "scene00"

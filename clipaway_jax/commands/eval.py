@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from clipaway_jax.commands.infer import listing
     from clipaway_jax.eval import report
     from clipaway_jax.eval.run import EvalOptions, Evaluator
-    from clipaway_jax.eval.samples import pair, read_labels, result_files
+    from clipaway_jax.eval.samples import pair, read_labels, recorded_bases, result_files
     from clipaway_jax.mini.shipped import checkpoint_or_default
 
     args.metrics = checkpoint_or_default(args.metrics, "--metrics")
@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     names = sorted(records)
     metrics = _metrics(args, evaluator, labels, records, names, problems)
+    metrics["base"] = recorded_bases(args.results)  # infer --base: inpaint (SD-Inpaint) or blended
+    if metrics["base"]:
+        print(f"results of base {' + '.join(metrics['base'])} (as infer recorded them)")
     report.write_outputs(out, metrics, records, names)
     _grids(args, out, samples, records, names)
     print(report.markdown_tables(metrics["clipaway_table"], metrics["dcgd_table"], len(names)))

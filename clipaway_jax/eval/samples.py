@@ -64,6 +64,20 @@ def result_files(folder: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
     return found, problems
 
 
+def recorded_bases(folder: Path) -> list[str]:
+    """The base models `infer` recorded for the results (`--base`): what the metrics are of."""
+    listing = folder / "results.jsonl"
+    if not listing.is_file():
+        return []
+    bases = set()
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        try:
+            bases.add(json.loads(line).get("base", "inpaint"))
+        except (json.JSONDecodeError, AttributeError):
+            continue  # reported by result_files
+    return sorted(bases)
+
+
 def pair(results: dict[str, Path], listing: Listing, ground_truth: Path | None, labels: Labels | None,
          known: set[str] = frozenset()):  # fmt: skip
     """Samples for the names present on both sides, and the problems of the rest (`known`: names

@@ -166,11 +166,16 @@ def text_to_image_from_inpaint(params: dict, vae, vae_params, image_size: int) -
     image's latent at z(gray) (the whole image masked, as the pipeline feeds it then) are constants, folded
     into the bias; the other modules stay the inpainting UNet's. Exact away from the border (the constant
     channels' zero padding is not), which a short fine-tune of conv_in corrects."""
-    kernel, bias = np.asarray(params["conv_in"]["kernel"]), np.asarray(params["conv_in"]["bias"])
-    if kernel.shape[2] != 9:
-        raise ValueError(f"conv_in takes {kernel.shape[2]} channels; folding needs the 9-channel inpainting UNet")
     gray = jnp.zeros((1, image_size, image_size, 3))
-    latent = vae.apply({"params": vae_params}, gray, method="encode").mean * vae.config.scaling_factor
-    constants = np.concatenate([[1.0], np.asarray(latent).mean(axis=(0, 1, 2))])  # mask, z(gray) per channel
+    encode = jax.jit(lambda p, x: vae.apply({"params": p}, x, method="encode").mean)  # eager flax is slow
+    latent = np.asarray(encode(vae_params, gray) * vae.config.scaling_factor).mean(axis=(0, 1, 2))
+    return fold_constant_inputs(params["conv_in"], np.concatenate([[1.0], latent]))
+
+
+def fold_constant_inputs(conv: dict, constants: np.ndarray) -> dict:
+    """A 3x3 conv whose input channels 4: are the constants `constants`: the conv of channels :4 alone."""
+    kernel, bias = np.asarray(conv["kernel"]), np.asarray(conv["bias"])
+    if kernel.shape[2] != 4 + len(constants):
+        raise ValueError(f"conv_in takes {kernel.shape[2]} channels; folding needs 4 + {len(constants)}")
     folded = bias + np.einsum("hwcd,c->d", kernel[:, :, 4:], constants)
     return {"kernel": kernel[:, :, :4], "bias": folded.astype(bias.dtype)}
