@@ -57,7 +57,9 @@ def _torch_pipeline(files, scheduler_name, with_ip_adapter=True):
     return pipe
 
 
-@pytest.mark.parametrize("scheduler, size, steps", [("pndm", (SIZE, SIZE), 50), ("ddim", (SIZE, SIZE), 20),
+# DDIM end to end also runs in tests/test_blended.py against diffusers' DDIMScheduler: its case here is slow.
+@pytest.mark.parametrize("scheduler, size, steps", [("pndm", (SIZE, SIZE), 50),
+                                                    pytest.param("ddim", (SIZE, SIZE), 20, marks=pytest.mark.slow),
                                                     ("pndm", (72, 88), 20)])  # fmt: skip
 def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, size, steps, monkeypatch):
     """72x88: any multiple of the VAE factor, as diffusers (9x11 latents, not divisible by the UNet's 4).
