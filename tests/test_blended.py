@@ -186,7 +186,7 @@ def test_remove_command_runs_the_blended_base_batch_independently(tiny_checkpoin
 @pytest.mark.slow
 def test_full_size_blended_equals_reference_loop(tmp_path):
     """SD-1.5's published configs (random weights): the text-to-image UNet, VAE and text encoder at 256x256,
-    the reference's 50 steps, image tokens off (ip_scale 0 = the plain UNet; their path is the inpainting
+    10 steps, image tokens off (ip_scale 0 = the plain UNet; their path is the inpainting
     base's, parity-tested there)."""
     from clipaway_jax.convert.published import Sources, convert
     from clipaway_jax.tiny import write_full_size, write_sd_base
@@ -198,12 +198,14 @@ def test_full_size_blended_equals_reference_loop(tmp_path):
     convert(sources, tmp_path / "ckpt", progress=lambda _: None)
     full = CLIPAwayPipeline.from_checkpoint(tmp_path / "ckpt", unet="unet_t2i")
     images, masks, latents = _inputs(size=256)
-    options = RemovalOptions(steps=50, scheduler="ddim", dilate_iterations=0, base="blended")
+    options = RemovalOptions(steps=10, scheduler="ddim", dilate_iterations=0, base="blended")
     texts = dict(prompt="a photo of a room", negative="")
     noises = _our_noises(options, len(images), size=256)
-    expected = _reference(files, images, masks, latents, noises, **texts, embeds=None, steps=50, start=0.25)
+    expected = _reference(files, images, masks, latents, noises, **texts, embeds=None, steps=10, start=0.25)
     out = full.remove(images, masks, latents=latents, options=options, prompt=texts["prompt"],
                       negative_prompt=texts["negative"], ip_scale=0.0)  # fmt: skip
+    print(f"finite: reference {np.isfinite(expected).mean():.3f}, ours {np.isfinite(out).mean():.3f}")
+    assert np.isfinite(expected).all() and np.isfinite(out).all()
     diff = np.abs(out - expected)
     print(f"full size: mean abs diff {diff.mean():.2e}, max {diff.max():.2e}")
     assert diff.mean() <= 1e-3 and diff.max() <= 1e-2

@@ -69,6 +69,7 @@ def reference(folders, tiny_checkpoint, tmp_path_factory):
 def test_single_process_writes_everything(reference):
     records = [json.loads(line) for line in (reference / "results.jsonl").read_text().splitlines()]
     assert len(records) == N and {r["status"] for r in records} == {"done"} and records[0]["seed"] == 42
+    assert {r["base"] for r in records} == {"inpaint"}  # what eval reports the metrics are of
     assert len(list(reference.glob("*.png"))) == N
 
 
