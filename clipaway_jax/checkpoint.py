@@ -153,7 +153,8 @@ def load_checkpoint(
             entry = manifest["networks"][name]
             target = _restore_target(entry, mesh, (shardings or {}).get(name), dtype, rules)
             if "overlay" in entry:
-                checkpoint.params[name] = _restore_overlay(checkpointer, path, name, target, mesh, dtype, rules)
+                checkpoint.params[name] = _restore_overlay(checkpointer, path, manifest["networks"], name, target,
+                                                           mesh, dtype, rules)  # fmt: skip
                 continue
             stored = entry.get("params_of", name)  # e.g. an eval tower that IS alpha_clip
             checkpoint.params[name] = checkpointer.restore((path / "params" / stored).absolute(), target)
@@ -161,10 +162,9 @@ def load_checkpoint(
     return checkpoint
 
 
-def _restore_overlay(checkpointer, path: Path, name: str, target, mesh, dtype, rules):
+def _restore_overlay(checkpointer, path: Path, networks: dict, name: str, target, mesh, dtype, rules):
     """A network stored as another's params with some top-level modules of its own (`params_of` +
     `overlay`: e.g. a text-to-image UNet that is an inpainting UNet with another conv_in)."""
-    networks = read_manifest(path)["networks"]
     entry = networks[name]
     base = checkpointer.restore((path / "params" / entry["params_of"]).absolute(),
                                 _restore_target(networks[entry["params_of"]], mesh, None, dtype, rules))  # fmt: skip
@@ -189,10 +189,14 @@ def _leaf_shapes(tree, target) -> dict:
 ARCHITECTURE_KEYS = ("class", "config", "ip_adapter", "with_projection")  # what `build_module` reads
 
 
-@functools.lru_cache(maxsize=64)
-def entry_abstract_params(architecture: str):
+def entry_abstract_params(entry: dict):
     """The boxed abstract params of a manifest entry's network, traced once per architecture and process
     (tracing a UNet's init takes ~0.4 s; a process may load the same checkpoint many times)."""
+    return _abstract_params_of(json.dumps({k: entry[k] for k in ARCHITECTURE_KEYS if k in entry}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _abstract_params_of(architecture: str):
     module, inputs = build_module(json.loads(architecture))
     return abstract_params(module, *inputs)
 
@@ -201,7 +205,7 @@ def _restore_target(entry: dict, mesh, shardings, dtype, rules):
     """Abstract arrays (shape, dtype, sharding) for Orbax to restore into."""
     import flax
 
-    abstract = entry_abstract_params(json.dumps({k: entry[k] for k in ARCHITECTURE_KEYS if k in entry}, sort_keys=True))
+    abstract = entry_abstract_params(entry)
     if shardings is None and mesh is not None:
         shardings = param_shardings(abstract, mesh, rules)["params"]
     tree = flax.core.meta.unbox(abstract)["params"]

@@ -394,7 +394,7 @@ def _activation_dtype(args):
 
     from clipaway_jax.commands.pipeline_args import compute_dtype
 
-    return jnp.dtype(compute_dtype("auto" if args.precision == "auto" else args.precision))
+    return jnp.dtype(compute_dtype(args.precision))
 
 
 def jax_tree_numpy(tree):
@@ -443,14 +443,12 @@ def abstract_tree(task: Task) -> dict:
     import jax
     import numpy as np
 
-    from clipaway_jax.checkpoint import build_module
-    from clipaway_jax.models import abstract_params
+    from clipaway_jax.checkpoint import entry_abstract_params
 
     tree = {}
     for name, value in task.params.items():
         if name in task.entries:
-            module, inputs = build_module(task.entries[name])
-            tree[name] = abstract_params(module, *inputs)["params"]
+            tree[name] = entry_abstract_params(task.entries[name])["params"]
             if "overlay" in task.entries[name]:  # only the modules it stores itself train
                 tree[name] = {k: tree[name][k] for k in task.entries[name]["overlay"]}
         else:

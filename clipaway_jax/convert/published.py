@@ -421,8 +421,9 @@ def _convert_into(root, jobs, sources, np_dtype, dtype, progress) -> dict:
 
 def _tokenizer_folder(sources: Sources) -> Path | None:
     """SD's tokenizer/, else a CLIPModel folder's own tokenizer files (the same CLIP BPE)."""
-    if (sources.sd_inpaint or sources.sd_base) is not None:
-        return (sources.sd_inpaint or sources.sd_base) / "tokenizer"
+    sd = sources.sd_inpaint or sources.sd_base
+    if sd is not None:
+        return sd / "tokenizer"
     for folder in (sources.eval_clip, sources.clip):
         if folder is not None and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
             return folder
