@@ -180,8 +180,11 @@ SCHEDULER_CONFIG = dict(  # SD-1.5 inpainting's published scheduler/scheduler_co
 )
 
 
-def randomize_(module, seed: int = 0, scale: float = 0.2):
-    """Random values in every parameter (norm scales around 1), so no branch hides behind an init of 0/1."""
+def randomize_(module, seed: int = 0, scale: float = 0.2, fan_in: bool = False):
+    """Random values in every parameter (norm scales around 1), so no branch hides behind an init of 0/1.
+    `fan_in`: matrices and kernels get standard deviation 1/sqrt(fan-in) instead of `scale`, which keeps
+    activations of order 1 through a deep network: at the published sizes a flat 0.2 grows them ~100x per
+    UNet block, past float32's range (torch's GroupNorm then returns inf, and no comparison means anything)."""
     import torch
 
     torch.manual_seed(seed)
@@ -189,6 +192,8 @@ def randomize_(module, seed: int = 0, scale: float = 0.2):
         for name, p in module.named_parameters():
             if name.endswith("weight") and p.ndim == 1:
                 p.copy_(1.0 + scale * torch.randn_like(p))
+            elif fan_in and p.ndim > 1:
+                p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
             else:
                 p.copy_(scale * torch.randn_like(p))
     return module.eval()
@@ -292,10 +297,15 @@ def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full
     unet_cfg, vae_cfg = (UNetConfig().to_dict(), VAEConfig().to_dict()) if full_size else (TINY_UNET, TINY_VAE)
     text_cfg = FULL_TEXT if full_size else dict(TINY_TEXT, vocab_size=vocab, eos_token_id=vocab - 1)
     torch.manual_seed(seed)
-    randomize_(UNet2DConditionModel(**unet_cfg), seed).save_pretrained(folder / "unet", safe_serialization=safetensors)
-    randomize_(AutoencoderKL(**vae_cfg), seed + 1).save_pretrained(folder / "vae", safe_serialization=safetensors)
+    unet = randomize_(UNet2DConditionModel(**unet_cfg), seed, fan_in=full_size)
+    unet.save_pretrained(folder / "unet", safe_serialization=safetensors)
+    randomize_(AutoencoderKL(**vae_cfg), seed + 1, fan_in=full_size).save_pretrained(
+        folder / "vae", safe_serialization=safetensors
+    )
     text = CLIPTextModel(CLIPTextConfig(**text_cfg))
-    randomize_(text, seed + 2).save_pretrained(folder / "text_encoder", safe_serialization=safetensors)
+    randomize_(text, seed + 2, fan_in=full_size).save_pretrained(
+        folder / "text_encoder", safe_serialization=safetensors
+    )
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     index = {
@@ -311,9 +321,12 @@ def write_sd_inpaint(folder: Path, seed: int = 0, safetensors: bool = True, full
     return folder
 
 
-def write_sd_base(folder: Path, inpaint: Path, seed: int = 0, safetensors: bool = True) -> Path:
+def write_sd_base(
+    folder: Path, inpaint: Path, seed: int = 0, safetensors: bool = True, full_size: bool = False
+) -> Path:
     """A text-to-image SD folder beside the inpainting one `inpaint`: its own 4-channel UNet, the same VAE,
-    text encoder, tokenizer and scheduler (as SD-1.5 and SD-1.5 inpainting share theirs)."""
+    text encoder, tokenizer and scheduler (as SD-1.5 and SD-1.5 inpainting share theirs); `full_size` when
+    `inpaint` has the published sizes (fan-in scaled random weights, see `randomize_`)."""
     import shutil
 
     import diffusers
@@ -326,7 +339,7 @@ def write_sd_base(folder: Path, inpaint: Path, seed: int = 0, safetensors: bool 
     config = {**json.loads((inpaint / "unet" / "config.json").read_text()), "in_channels": 4}
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     torch.manual_seed(seed)
-    unet = randomize_(UNet2DConditionModel(**config), seed)
+    unet = randomize_(UNet2DConditionModel(**config), seed, fan_in=full_size)
     unet.save_pretrained(folder / "unet", safe_serialization=safetensors)
     index = json.loads((inpaint / "model_index.json").read_text())
     index.update(_class_name="StableDiffusionPipeline", _diffusers_version=diffusers.__version__)

@@ -192,7 +192,7 @@ def test_full_size_blended_equals_reference_loop(tmp_path):
     from clipaway_jax.tiny import write_full_size, write_sd_base
 
     files = write_full_size(tmp_path)
-    files["sd_base"] = write_sd_base(tmp_path / "sd-base", files["sd_inpaint"], seed=8)
+    files["sd_base"] = write_sd_base(tmp_path / "sd-base", files["sd_inpaint"], seed=8, full_size=True)
     sources = Sources(sd_base=files["sd_base"], ip_adapter=files["ip_adapter"], alpha_clip=files["alpha_clip"],
                       mlp=files["mlp"])  # fmt: skip
     convert(sources, tmp_path / "ckpt", progress=lambda _: None)
