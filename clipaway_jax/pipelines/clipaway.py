@@ -130,6 +130,12 @@ def _latent_noise(keys, shape, dtype):
     return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
 
 
+def initial_latents(keys, shape) -> jax.Array:
+    """The sampler's starting noise [B, *shape] (before init_noise_sigma), from each image's own key."""
+    noise_keys = jax.vmap(jax.random.split)(keys)[:, 0]
+    return _latent_noise(noise_keys, shape, jnp.float32)
+
+
 BLEND_STREAM = 2  # the per-image key's sub-stream for the blended base's per-step noise
 
 
@@ -212,10 +218,10 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
             eps = eps.astype(jnp.float32).reshape(b, 2, *eps.shape[1:])
             return eps[:, 0] + guidance_scale * (eps[:, 1] - eps[:, 0])
 
-        noise_keys, vae_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        vae_keys = jax.vmap(jax.random.split)(keys)[:, 1]
         masks = jnp.where(inpaint_full, jnp.ones_like(masks), masks)
         if latents is None:
-            latents = _latent_noise(noise_keys, (h // down, w // down, unet.config.out_channels), jnp.float32)
+            latents = initial_latents(keys, (h // down, w // down, unet.config.out_channels))
         x = constrain(latents * sampler.init_noise_sigma)
 
         if options.base == "blended":
@@ -322,8 +328,8 @@ class CLIPAwayPipeline:
             networks = {name: entry.get("config") for name, entry in self.checkpoint.manifest["networks"].items()}
             parts = (repr(options), repr(self.mesh), networks, self.scheduler_config, str(self.nets.unet.dtype))
             on_disk = executables.signature(*parts, args=args)
-            compile_fn = lambda: self.program(options).lower(*args).compile()
-            self._compiled[key] = executables.load_or_compile(on_disk, compile_fn)
+            lower_fn = lambda: self.program(options).lower(*args)
+            self._compiled[key] = executables.load_or_compile(on_disk, lower_fn)
             hostmem.release_freed()
         return self._compiled[key]
 

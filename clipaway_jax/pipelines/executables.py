@@ -58,7 +58,8 @@ def _code_hash() -> str:
     return digest.hexdigest()
 
 
-def load_or_compile(key: str, compile_fn: Callable[[], jax.stages.Compiled]) -> jax.stages.Compiled:
+def load_or_compile(key: str, lower_fn: Callable[[], jax.stages.Lowered]) -> jax.stages.Compiled:
+    """The executable stored under `key`, else `lower_fn()` compiled (and stored unless JAX's cache gave it)."""
     folder = cache_folder()
     path = folder / f"{key}.pkl" if folder else None
     if path is not None and path.is_file():
@@ -67,7 +68,9 @@ def load_or_compile(key: str, compile_fn: Callable[[], jax.stages.Compiled]) -> 
             return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
         except Exception as err:  # noqa: BLE001 - a stale or torn entry is simply rebuilt
             log.warning("%s: unreadable cached executable (%s); recompiling", path, err)
-    compiled, from_jax_cache = _compile_noting_cache_hits(compile_fn)
+    # Lowered first: the hits watched must be the program's own, not those of small programs that tracing
+    # compiles on the way (another process may have cached those, which would wrongly skip the store)
+    compiled, from_jax_cache = _compile_noting_cache_hits(lower_fn().compile)
     if path is None or from_jax_cache:
         # An executable that JAX read back from its own cache serializes without its code ("Function ...
         # not found" when run): leave that program to JAX's cache (a warm start then traces, too)
