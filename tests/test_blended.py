@@ -17,6 +17,7 @@ from clipaway_jax.pipelines.clipaway import (
     RemovalOptions,
     blending_noise,
     image_keys,
+    initial_latents,
 )
 
 SIZE = 128  # the tiny UNet's sample_size 16 x the VAE's 8
@@ -91,10 +92,19 @@ def _reference(files, images, masks, latents, noises, *, prompt, negative, embed
     return (pixels / 2 + 0.5).clamp(0, 1).numpy().transpose(0, 2, 3, 1)
 
 
-def _our_noises(options, count, seed=0, size=SIZE):
-    keys = image_keys(seed, list(range(count)))
+# The parity cases run without given latents, under the names and seed of the `remove` test below, so that
+# test reuses their compiled program; the torch side gets our per-image initial latents and noises.
+NAMES, SEED = ["other", "in"], 42
+
+
+def _our_noises(options, names=None, seed=SEED, size=SIZE):
+    keys = image_keys(seed, names or NAMES)
     shape = (size // 8, size // 8, 4)
     return [np.asarray(blending_noise(keys, i, shape)) for i in range(options.first_step, options.steps)]
+
+
+def _our_latents(names=NAMES, seed=SEED, size=SIZE):
+    return np.asarray(initial_latents(image_keys(seed, names), (size // 8, size // 8, 4)))
 
 
 @pytest.mark.parametrize("variant", ["clipaway", "plain-previous"])
@@ -102,7 +112,8 @@ def test_blended_equals_reference_loop(published, pipe, variant):
     """clipaway: CLIPAway's tokens and texts on the text-to-image UNet, the reference's current t; plain: the
     reference itself (text prompt, plain UNet = ip_scale 0), re-noised to the previous timestep. (Fewer steps
     than the reference's 50 keep the test short; the full-size test runs 50.)"""
-    images, masks, latents = _inputs()
+    images, masks, _ = _inputs()
+    latents = _our_latents()
     if variant == "clipaway":
         options = RemovalOptions(steps=25, scheduler="ddim", dilate_iterations=0, base="blended")
         texts = dict(prompt="", negative=DEFAULT_NEGATIVE_PROMPT)
@@ -112,10 +123,10 @@ def test_blended_equals_reference_loop(published, pipe, variant):
                                  blend_noise="previous")  # fmt: skip
         texts = dict(prompt="a photo of a room", negative="")
         embeds, ip_scale = None, 0.0
-    noises = _our_noises(options, len(images))
+    noises = _our_noises(options)
     expected = _reference(published, images, masks, latents, noises, **texts, embeds=embeds, steps=options.steps,
                           start=options.blend_start, previous=options.blend_noise == "previous")  # fmt: skip
-    out = pipe.remove(images, masks, latents=latents, options=options, prompt=texts["prompt"],
+    out = pipe.remove(images, masks, names=NAMES, seed=SEED, options=options, prompt=texts["prompt"],
                       negative_prompt=texts["negative"], ip_scale=ip_scale)  # fmt: skip
     diff = np.abs(out - expected)
     print(f"{variant}: mean abs diff {diff.mean():.2e}, max {diff.max():.2e}")
@@ -161,7 +172,7 @@ def test_inputs_are_resized_as_each_original(tmp_path):
 
 def test_remove_command_runs_the_blended_base_batch_independently(tiny_checkpoint, pipe, tmp_path, capsys):
     """`remove --base blended` on one image equals that image inside a batch of two (per-image keys). The
-    batch of two runs the plain parity case's options, so its compiled program is reused."""
+    batch of two is the plain parity case's call (options, shapes, no latents given): its program is reused."""
     from clipaway_jax.cli import main
 
     images, masks, _ = _inputs()
@@ -174,7 +185,7 @@ def test_remove_command_runs_the_blended_base_batch_independently(tiny_checkpoin
     assert run("out.png", *same) == 0
     alone = np.asarray(Image.open(tmp_path / "out.png"), np.float32) / 255
     options = RemovalOptions(steps=12, scheduler="ddim", dilate_iterations=0, base="blended", blend_noise="previous")
-    together = pipe.remove(images, masks, names=["other", "in"], options=options, seed=42, ip_scale=0.0)
+    together = pipe.remove(images, masks, names=NAMES, options=options, seed=SEED, ip_scale=0.0)
     assert np.abs(together[1] - alone).max() <= 0.5 / 255 + 1e-4  # the PNG's rounding
     assert np.abs(together[0] - together[1]).mean() > 0.01
     assert run("bad.png", "--unet-variant", "dcgd12") == 1
@@ -200,7 +211,7 @@ def test_full_size_blended_equals_reference_loop(tmp_path):
     images, masks, latents = _inputs(size=256)
     options = RemovalOptions(steps=10, scheduler="ddim", dilate_iterations=0, base="blended")
     texts = dict(prompt="a photo of a room", negative="")
-    noises = _our_noises(options, len(images), size=256)
+    noises = _our_noises(options, [0, 1], seed=0, size=256)
     expected = _reference(files, images, masks, latents, noises, **texts, embeds=None, steps=10, start=0.25)
     out = full.remove(images, masks, latents=latents, options=options, prompt=texts["prompt"],
                       negative_prompt=texts["negative"], ip_scale=0.0)  # fmt: skip

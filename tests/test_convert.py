@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from functools import partial
 
 import jax
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import torch
 from fixtures import alpha_clip_reference, assert_close, nchw, nhwc, torch_unet
 
+from clipaway_jax import xla
 from clipaway_jax.checkpoint import CheckpointError, load_checkpoint
 from clipaway_jax.cli import main as cli_main
 from clipaway_jax.convert.published import Sources, convert
@@ -71,8 +73,10 @@ def test_round_trip_unet_with_ip_adapter_equals_diffusers(checkpoint, published)
             torch.from_numpy(ctx),
             added_cond_kwargs={"image_embeds": [torch.from_numpy(embeds)[:, None]]},
         ).sample
-    tokens = ckpt.module("image_proj").apply({"params": ckpt.params["image_proj"]}, embeds)
-    out = ckpt.module("unet").apply({"params": ckpt.params["unet"]}, nhwc(sample), np.array([3, 700]), ctx, tokens)
+    # compiled: applied eagerly, every op of a UNet compiles on its own (~50 ms each, seconds in all)
+    tokens = xla.jit(ckpt.module("image_proj").apply)({"params": ckpt.params["image_proj"]}, embeds)
+    out = xla.jit(ckpt.module("unet").apply)({"params": ckpt.params["unet"]}, nhwc(sample), np.array([3, 700]), ctx,
+                                             tokens)  # fmt: skip
     assert_close(nchw(out), expected.numpy(), "converted unet")
 
 
@@ -85,7 +89,7 @@ def test_round_trip_vae_text_alpha_clip_and_mlp(checkpoint, published):
     from clipaway_jax.tokenizer import load_tokenizer, tokenize
 
     ckpt = load_checkpoint(checkpoint)
-    apply = lambda name, *a, **k: ckpt.module(name).apply({"params": ckpt.params[name]}, *a, **k)
+    apply = lambda name, *a, **k: xla.jit(partial(ckpt.module(name).apply, **k))({"params": ckpt.params[name]}, *a)
     z = np.random.RandomState(1).randn(1, 4, 8, 8).astype(np.float32)
     with torch.no_grad():
         vae = AutoencoderKL.from_pretrained(published["sd_inpaint"] / "vae").eval()

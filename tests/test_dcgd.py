@@ -1,6 +1,7 @@
 """DCGD: dual text guidance equals diffusers' inpaint pipeline with (T_info, T_mask) prompts; the region
 describer picks the right labels; the 12-channel UNet starts equal to the 9-channel one."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -129,9 +130,9 @@ def test_twelve_channel_unet_starts_equal_to_nine_channel_without_mask(tiny_chec
     rng = np.random.RandomState(0)
     x, z_obj, z_bg = (rng.randn(2, 16, 16, 4).astype(np.float32) for _ in range(3))
     ctx = rng.randn(2, 77, 32).astype(np.float32)
-    out12 = UNet2DConditionModel(config12).apply({"params": params12}, dcgd_input(x, z_obj, z_bg), 500, ctx)
+    out12 = jax.jit(UNet2DConditionModel(config12).apply)({"params": params12}, dcgd_input(x, z_obj, z_bg), 500, ctx)
     nine = jnp.concatenate([x, jnp.zeros((2, 16, 16, 1)), z_bg], -1)
-    out9 = unet9.apply({"params": ckpt.params["unet"]}, nine, 500, ctx)
+    out9 = jax.jit(unet9.apply)({"params": ckpt.params["unet"]}, nine, 500, ctx)
     # the same sum with zero terms added: equal up to float reordering in conv_in (the parity bar)
     assert_close(out12, out9, "12-channel vs 9-channel with mask 0")
 

@@ -84,19 +84,21 @@ def test_eight_devices_match_and_keep_the_batch_split(folders, tiny_checkpoint, 
 
 def test_sampling_loop_runs_on_per_device_slices(tiny_checkpoint):
     """The compiled HLO of an 8-image batch on 8 devices: inside the loop the UNet sees 2 rows per device
-    (one image, both guidance branches), never the whole batch."""
+    (one image, both guidance branches), never the whole batch. The arguments are built as `infer` builds
+    them for the 8-device test above, so this is the program that ran there (read back from the cache)."""
     script = textwrap.dedent(
         f"""
-        import jax, numpy as np
+        import jax, jax.numpy as jnp, numpy as np
         from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline, RemovalOptions, image_keys
         from clipaway_jax.sharding import make_mesh, batch_sharding
         mesh = make_mesh()
         pipe = CLIPAwayPipeline.from_checkpoint({str(tiny_checkpoint)!r}, mesh=mesh)
-        put = lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim))
+        put = lambda x: jax.device_put(np.asarray(x), batch_sharding(mesh, np.ndim(x)))
         ids = pipe.text_ids([""] * 8, ["neg"] * 8)
+        keys = jax.random.wrap_key_data(put(jax.random.key_data(image_keys(0, list(range(8))))))
         args = (pipe.params, put(np.zeros((8, 64, 64, 3), np.float32)), put(np.ones((8, 64, 64), np.float32)),
-                put(ids), image_keys(0, list(range(8))), np.float32(7.5), np.float32(1.0), (0, False))
-        compiled = pipe.program(RemovalOptions(steps=2)).lower(*args).compile()
+                put(ids), keys, jnp.float32(7.5), jnp.float32(1.0), (jnp.int32(0), jnp.bool_(False)))
+        compiled = pipe.compiled(RemovalOptions(steps=2), args)
         out = compiled(*args)
         print("OUT_SHARDING", out.sharding.spec)
         print("HLO_HAS_PER_DEVICE_UNET_INPUT", "f32[2,8,8,9]" in compiled.as_text())

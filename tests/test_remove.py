@@ -1,5 +1,6 @@
 """`clipaway-jax remove`: options, per-image determinism, compile reuse, and every bad input."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ from clipaway_jax.cli import main as cli_main
 from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline, RemovalOptions
 from clipaway_jax.pipelines.images import apply_fit, plan_fit, undo_fit
 
-FAST = ["--steps", "3"]
+# The session's compilation cache (tests/conftest.py): a private one here would also become the worker's
+# cache for every later test file (the flag sets JAX's process-wide cache directory).
+FAST = ["--steps", "3", "--cache-dir", os.environ["JAX_COMPILATION_CACHE_DIR"]]
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +33,6 @@ def pair(tmp_path):
     mask = np.zeros((96, 160), np.uint8)
     mask[20:60, 50:110] = 255
     return image, _save(tmp_path / "mask.png", mask)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """One persistent compilation cache for the module: the CLI runs after the first compile nothing."""
-    return tmp_path_factory.mktemp("xla-cache")
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(cache_dir):
-    FAST[2:] = ["--cache-dir", str(cache_dir)]
 
 
 def _remove(capsys, *args):
@@ -124,7 +116,7 @@ def test_a_new_pipeline_reuses_the_executable_on_disk_without_tracing(tiny_check
 
     from clipaway_jax.pipelines import executables
 
-    options = RemovalOptions(steps=2, scheduler="euler")
+    options = RemovalOptions(steps=2)  # the batch test's: its program may be on disk already, which is the point
     images, masks = np.full((1, 128, 128, 3), 0.3, np.float32), np.ones((1, 128, 128), np.float32)
     first = CLIPAwayPipeline.from_checkpoint(tiny_checkpoint).remove(images, masks, options=options)
     folder = executables.cache_folder()
@@ -144,7 +136,7 @@ def test_a_program_from_jax_own_cache_is_not_stored(tiny_checkpoint):
     """JAX's cache-loaded executables serialize without their code; storing one would break the next run."""
     from clipaway_jax.pipelines import executables
 
-    options = RemovalOptions(steps=3, scheduler="ddim")
+    options = RemovalOptions(steps=2)  # one program for this file's pipeline tests (compiles count, not steps)
     images, masks = np.full((1, 128, 128, 3), 0.6, np.float32), np.ones((1, 128, 128), np.float32)
     first = CLIPAwayPipeline.from_checkpoint(tiny_checkpoint).remove(images, masks, options=options)
     for entry in executables.cache_folder().glob("*.pkl"):
