@@ -22,9 +22,8 @@ app: $(BIN)/.installed
 	$(BIN)/clipaway-jax app $(ARGS)
 
 # Two workers, a test file each at a time (module fixtures stay shared; the heaviest files first, see
-# tests/conftest.py): on a fresh clone 14.3 min whole (12.5 min of tests, 261 of them) on this 2-core machine
-# on 2026-11-23, a day it ran ~30% slower than the last CI run (754 s); --durations lists the slowest, to keep
-# an eye on the 12-minute CI budget.
+# tests/conftest.py): on a fresh clone 14.1 min whole (12.2 min of tests, 260 of them) on this 2-core machine
+# on 2026-11-23; the last CI run took 839 s whole, over the 12-minute budget. --durations lists the slowest.
 test: $(BIN)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=12
