@@ -97,8 +97,8 @@ def _reference(files, images, masks, latents, noises, *, prompt, negative, embed
 NAMES, SEED = ["other", "in"], 42
 
 
-def _our_noises(options, names=None, seed=SEED, size=SIZE):
-    keys = image_keys(seed, names or NAMES)
+def _our_noises(options, names=NAMES, seed=SEED, size=SIZE):
+    keys = image_keys(seed, names)
     shape = (size // 8, size // 8, 4)
     return [np.asarray(blending_noise(keys, i, shape)) for i in range(options.first_step, options.steps)]
 
@@ -111,7 +111,7 @@ def _our_latents(names=NAMES, seed=SEED, size=SIZE):
 def test_blended_equals_reference_loop(published, pipe, variant):
     """clipaway: CLIPAway's tokens and texts on the text-to-image UNet, the reference's current t; plain: the
     reference itself (text prompt, plain UNet = ip_scale 0), re-noised to the previous timestep. (Fewer steps
-    than the reference's 50 keep the test short; the full-size test runs 50.)"""
+    than the reference's 50 keep the test short; 50 were measured, see the README.)"""
     images, masks, _ = _inputs()
     latents = _our_latents()
     if variant == "clipaway":
