@@ -5,7 +5,13 @@ so the many tests that compile the same tiny programs compile them once."""
 import os
 import tempfile
 
-import jax
+# Two pytest workers share two cores, and torch's OpenMP threads spin while they wait for work: a torch
+# reference beside a busy worker took 3-4x its time alone, a third of it spinning (measured on the DCGD
+# parity test beside a two-thread matmul loop: 19-23 s, against 13 s with passive waiting, user CPU 33-38 s
+# against 24 s). Set before torch is imported (libgomp reads it once); subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import jax  # noqa: E402
 import pytest
 from fixtures import write_published
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import assert_close
-from test_pipeline import SIZE, _inputs, _torch_pipeline
+from test_pipeline import _inputs, _torch_pipeline
 
 from clipaway_jax.checkpoint import load_checkpoint
 from clipaway_jax.cli import main as cli_main
@@ -34,22 +34,24 @@ def pipe(tiny_checkpoint):
 def test_dcgd_mode_equals_diffusers_with_dual_prompts(pipe, published, monkeypatch):
     import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint as inpaint
 
-    images, masks, latents = _inputs()
+    # test_pipeline's 72x88, 20-step case: the same compiled program (prompts and ip_scale are its inputs)
+    size, steps = (72, 88), 20
+    images, masks, latents = _inputs(size=size)
     original = inpaint.retrieve_latents
     monkeypatch.setattr(inpaint, "retrieve_latents", lambda out, generator=None, sample_mode="sample":
                         original(out, generator, "argmax"))  # fmt: skip
     reference = _torch_pipeline(published, "pndm", with_ip_adapter=False)  # dcgd mode is text guidance only
     with torch.no_grad():
-        expected = reference(prompt=T_INFO, negative_prompt=T_MASK, guidance_scale=3.0, num_inference_steps=50,
+        expected = reference(prompt=T_INFO, negative_prompt=T_MASK, guidance_scale=3.0, num_inference_steps=steps,
                              image=torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
                              mask_image=torch.from_numpy(masks[:, None].copy()),
                              latents=torch.from_numpy(latents.transpose(0, 3, 1, 2).copy()),
-                             height=SIZE, width=SIZE, output_type="np").images  # fmt: skip
+                             height=size[0], width=size[1], output_type="np").images  # fmt: skip
     chosen = branches("dcgd", 2, [_desc(i, m) for i, m in zip(T_INFO, T_MASK)], "unused", ip_scale=1.0)
     assert chosen.ip_scale == 0.0
     out = pipe.remove(images, masks, latents=latents, guidance_scale=3.0, prompt=chosen.prompts,
                       negative_prompt=chosen.negatives, ip_scale=chosen.ip_scale,
-                      options=RemovalOptions(dilate_iterations=0, posterior="mode"))  # fmt: skip
+                      options=RemovalOptions(steps=steps, dilate_iterations=0, posterior="mode"))  # fmt: skip
     diff = np.abs(out - expected)
     print(f"dcgd: mean abs diff {diff.mean():.2e}, max {diff.max():.2e}")
     assert diff.mean() <= 1e-3 and diff.max() <= 1e-2

@@ -58,12 +58,13 @@ def _torch_pipeline(files, scheduler_name, with_ip_adapter=True):
 
 
 # DDIM end to end also runs in tests/test_blended.py against diffusers' DDIMScheduler: its case here is slow.
-@pytest.mark.parametrize("scheduler, size, steps", [("pndm", (SIZE, SIZE), 50),
+# The published 50 steps are slow too: the default run has the 20-step case end to end (also DCGD's, in
+# tests/test_dcgd.py, on the same compiled program) and the samplers' 50 steps in tests/test_schedulers.py.
+@pytest.mark.parametrize("scheduler, size, steps", [pytest.param("pndm", (SIZE, SIZE), 50, marks=pytest.mark.slow),
                                                     pytest.param("ddim", (SIZE, SIZE), 20, marks=pytest.mark.slow),
                                                     ("pndm", (72, 88), 20)])  # fmt: skip
 def test_removal_equals_diffusers_inpaint_pipeline(setup, scheduler, size, steps, monkeypatch):
-    """72x88: any multiple of the VAE factor, as diffusers (9x11 latents, not divisible by the UNet's 4).
-    The published 50 steps once; fewer for the other cases (the samplers' 50 steps are scheduler tests)."""
+    """72x88: any multiple of the VAE factor, as diffusers (9x11 latents, not divisible by the UNet's 4)."""
     import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint as inpaint
 
     files, pipe = setup
