@@ -22,8 +22,8 @@ app: $(BIN)/.installed
 	$(BIN)/clipaway-jax app $(ARGS)
 
 # Two workers, a test file each at a time (module fixtures stay shared; the heaviest files first, see
-# tests/conftest.py): on a fresh clone 14.1 min whole (12.2 min of tests, 260 of them) on this 2-core machine
-# on 2026-11-23; the last CI run took 839 s whole, over the 12-minute budget. --durations lists the slowest.
+# tests/conftest.py): on a fresh clone 12.8 min whole (10.6 min of tests, 259 of them, the rest is the install)
+# on this 2-core machine on 2026-11-23; the CI run before took 828 s whole. --durations lists the slowest.
 test: $(BIN)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=12

@@ -2,6 +2,7 @@
 
     python bench/unet.py                 # full SD-1.5 inpainting config, batch 2, 64x64 latents, 77 tokens
     python bench/unet.py --config tiny   # the tiny test config (quick check of the script)
+    python bench/unet.py --weights fan-in --dtype float32   # the weights of bench/full_checkpoint.py
 
 Prints the median steady-state time of each, the ratio JAX/torch, achieved GFLOP/s (FLOPs counted once
 with XLA's cost analysis) and the fraction of the fp32 GEMM peak measured in the same run.
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--config", choices=("full", "tiny"), default="full")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "both"), default="both")
+    parser.add_argument("--weights", choices=("torch-init", "fan-in", "flat"), default="torch-init",
+                        help="torch's own init; `tiny.randomize_` with fan-in scaling (the whole-pipeline "
+                        "bench's weights); or its flat 0.2 (activations overflow at full size)")  # fmt: skip
     args = parser.parse_args()
 
     from diffusers import UNet2DConditionModel as TorchUNet
@@ -63,6 +67,10 @@ def main() -> None:
     size, cross = config.sample_size, config.cross_attention_dim
     torch.manual_seed(0)
     reference = TorchUNet(**config.to_dict()).eval()
+    if args.weights != "torch-init":
+        from clipaway_jax.tiny import randomize_
+
+        randomize_(reference, fan_in=args.weights == "fan-in")
     params = convert_unet({k: v.numpy() for k, v in reference.state_dict().items()}, config)
     rng = np.random.RandomState(0)
     sample = rng.randn(2, size, size, config.in_channels).astype(np.float32)
@@ -70,7 +78,8 @@ def main() -> None:
     t = np.array([500, 500])
     peak = gemm_peak()
     print(
-        f"devices {jax.devices()}, torch threads {torch.get_num_threads()}, fp32 GEMM peak {peak:.0f} GFLOP/s, "
+        f"weights {args.weights}, devices {jax.devices()}, torch threads {torch.get_num_threads()}, "
+        f"fp32 GEMM peak {peak:.0f} GFLOP/s, "
         f"XLA compiler options {xla.compiler_options()}"
     )
 
@@ -87,7 +96,8 @@ def run_one(dtype, config, params, reference, sample, context, t, peak, runs):
     p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jdt), {"params": params})
     compiled = xla.jit(model.apply).lower(p, sample, t, context).compile()
     flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
-    compiled(p, sample, t, context).block_until_ready()
+    out = np.asarray(compiled(p, sample, t, context), np.float32)
+    print(f"{dtype}: output finite {np.isfinite(out).mean():.3f}, max |x| {np.nanmax(np.abs(out)):.3g}")
     ref = reference.to(tdt)
     ts = torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()).to(tdt)
     tc, tt = torch.from_numpy(context).to(tdt), torch.from_numpy(t)
