@@ -5,11 +5,14 @@ so the many tests that compile the same tiny programs compile them once."""
 import os
 import tempfile
 
-# Two pytest workers share two cores, and torch's OpenMP threads spin while they wait for work: a torch
-# reference beside a busy worker took 3-4x its time alone, a third of it spinning (measured on the DCGD
-# parity test beside a two-thread matmul loop: 19-23 s, against 13 s with passive waiting, user CPU 33-38 s
-# against 24 s). Set before torch is imported (libgomp reads it once); subprocesses inherit it.
+# Two pytest workers share two cores, and torch's two OpenMP threads spin while they wait for work: a torch
+# reference beside a busy worker took 3-4x its time alone, a third of it spinning (the DCGD parity test
+# beside a two-thread matmul loop: 19-23 s; 13 s with passive waiting, 10 s with one thread; user CPU 33-38 s
+# against 24 and 23 s). The whole run on a fresh clone: 764 s of pytest before, 637 s with passive waiting,
+# 617 s with one thread as well (user CPU 20.1 -> 17.7 min). Set before torch is imported (libgomp reads
+# them once); subprocesses inherit them. XLA's own threads are not OpenMP's and are not limited by this.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import jax  # noqa: E402
 import pytest
