@@ -145,14 +145,16 @@ MICRO_UNET = dict(block_out_channels=(16,), layers_per_block=1, norm_num_groups=
                   up_block_types=("CrossAttnUpBlock2D",), sample_size=8)  # fmt: skip
 
 
-def _random_params(module, scale=0.2):
-    """Random params of the module's shapes, drawn on the host: `jax.jit(module.init)` would compile one
-    threefry program per parameter (~9 s for this micro UNet, against ~3 s for its forward)."""
+def _random_params(module):
+    """Random params (standard deviation 0.2) of the module's shapes, drawn on the host: `jax.jit(module.init)`
+    would compile one threefry program per parameter (~9 s for this micro UNet, against ~3 s for its forward)."""
+    from flax.core.meta import unbox
+
     from clipaway_jax.models import abstract_params
 
     rng = np.random.default_rng(0)
-    shapes = __import__("flax").core.meta.unbox(abstract_params(module))["params"]
-    return jax.tree_util.tree_map(lambda a: (scale * rng.standard_normal(a.shape)).astype(a.dtype), shapes)
+    shapes = unbox(abstract_params(module))["params"]
+    return jax.tree_util.tree_map(lambda a: (0.2 * rng.standard_normal(a.shape)).astype(a.dtype), shapes)
 
 
 @pytest.mark.parametrize("variant", ["dcgd12"])  # the 9-channel case learns in test_mini_train (with IP-Adapter)
