@@ -22,8 +22,10 @@ app: $(BIN)/.installed
 	$(BIN)/clipaway-jax app $(ARGS)
 
 # Two workers, a test file each at a time (module fixtures stay shared; the heaviest files first, see
-# tests/conftest.py): on a fresh clone 12.8 min whole (10.6 min of tests, 259 of them, the rest is the install)
-# on this 2-core machine on 2026-11-23; the CI run before took 828 s whole. --durations lists the slowest.
+# tests/conftest.py). On a fresh clone on this 2-core machine, 2026-11-23: 12.7 min whole (647 s of pytest, the
+# rest is the install) while the machine ran at its morning speed, 14.8 min (734 s) once it had slowed (the
+# same work then took +20% CPU); 259 passed. The CI run before these cuts took 828 s whole. --durations lists
+# the slowest.
 test: $(BIN)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=12
