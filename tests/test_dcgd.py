@@ -100,11 +100,13 @@ def test_describer_finds_the_constructed_labels(tiny_checkpoint):
 def test_vocab_features_equal_manual_template_ensemble(tiny_checkpoint, published):
     from transformers import CLIPModel, CLIPTokenizer
 
+    from clipaway_jax.tokenizer import load_tokenizer
+
     ckpt = load_checkpoint(tiny_checkpoint, networks=["clip_text"])
     tokenizer = CLIPTokenizer.from_pretrained(published["sd_inpaint"] / "tokenizer")
     templates = ("a photo of a {}.", "a blurry photo of the {}.")
-    ours = encode_vocab(ckpt.module("clip_text"), {"params": ckpt.params["clip_text"]}, tokenizer,
-                        ["dog", "traffic light"], templates)  # fmt: skip
+    ours = encode_vocab(ckpt.module("clip_text"), {"params": ckpt.params["clip_text"]},
+                        load_tokenizer(ckpt.tokenizer_path), ["dog", "traffic light"], templates)  # fmt: skip
     clip = CLIPModel.from_pretrained(published["clip"]).eval()
     expected = []
     for label in ["dog", "traffic light"]:
