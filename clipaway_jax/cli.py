@@ -14,8 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    from clipaway_jax import demo
-    from clipaway_jax.commands import app, convert, data, describe, infer, remove, train
+    from clipaway_jax.commands import app, convert, data, demo, describe, infer, remove, train
     from clipaway_jax.commands import eval as evaluate
 
     for command in (demo, remove, describe, infer, evaluate, train, convert, data, app):

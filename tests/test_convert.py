@@ -419,14 +419,18 @@ def test_corrupt_manifest_names_the_file_and_the_damage(checkpoint, tmp_path):
         load_checkpoint(broken)
 
 
-def test_cli_and_convert_command_import_one_way():
+def test_the_layers_import_one_way():
     """`clipaway_jax.cli` imports the commands; no module imports `clipaway_jax.cli` back (running it as a
-    program, `python -m clipaway_jax.cli`, as the mini recipe does, is not an import)."""
+    program, `python -m clipaway_jax.cli`, as the mini recipe does, is not an import), and only the
+    commands themselves import `clipaway_jax.commands` (the library below them never does)."""
     import pathlib
     import re
 
     root = pathlib.Path(__file__).resolve().parent.parent / "clipaway_jax"
-    imports = re.compile(r"^\s*(from clipaway_jax\.cli import|import clipaway_jax\.cli|from clipaway_jax import cli)",
-                         re.M)  # fmt: skip
-    importers = [p for p in root.rglob("*.py") if p.name != "cli.py" and imports.search(p.read_text())]
-    assert importers == []
+    cli = re.compile(r"^\s*(from clipaway_jax\.cli import|import clipaway_jax\.cli|from clipaway_jax import cli)", re.M)
+    commands = re.compile(r"^\s*(from clipaway_jax\.commands|import clipaway_jax\.commands|from clipaway_jax import "
+                          r"commands)", re.M)  # fmt: skip
+    files = {p: p.read_text() for p in root.rglob("*.py")}
+    assert [p for p, text in files.items() if p.name != "cli.py" and cli.search(text)] == []
+    below = [p for p, text in files.items() if p.name != "cli.py" and "commands" not in p.parts]
+    assert [p for p in below if commands.search(files[p])] == []

@@ -61,6 +61,10 @@ def files_by_stem(folder: Path, label: str) -> dict[str, Path]:
 def from_folders(images: Path, masks: Path) -> Listing:
     """Pairs by stem (`cat.jpg` with `cat.png`), never by sorted position; reports the unpaired."""
     image_files, mask_files = files_by_stem(images, "--images"), files_by_stem(masks, "--masks")
+    empty = [f"{folder} ({label}) holds no image files" for folder, label, files in
+             ((images, "--images", image_files), (masks, "--masks", mask_files)) if not files]  # fmt: skip
+    if empty:  # a wrong folder must not look like a finished job
+        raise ValueError(f"no image/mask pairs: {'; '.join(empty)} ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     items = [
         Item(stem, _file_loader(path, mask_files[stem]), str(path), _header_size(path), (path, mask_files[stem]))
         for stem, path in sorted(image_files.items())

@@ -42,7 +42,7 @@ def choose_checkpoint(args) -> tuple[Path, str]:
         return args.checkpoint, "given"
     if not args.tiny and shipped.available():
         return shipped.SHIPPED, "mini"
-    from clipaway_jax.demo import build_tiny_checkpoint
+    from clipaway_jax.commands.demo import build_tiny_checkpoint
 
     print("building the tiny random model set (removes nothing) ...")
     return build_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="clipaway-jax-tiny-"))), "tiny"
@@ -53,7 +53,7 @@ def main(args) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise SystemExit("the app needs Gradio: pip install 'clipaway-jax[app]'") from None
-    from clipaway_jax.app import Remover, build, example_files, model_label
+    from clipaway_jax.commands.app_page import Remover, build, example_files, model_label
     from clipaway_jax.pipelines.run import DEFAULT_CACHE_DIR
 
     checkpoint, kind = choose_checkpoint(args)

@@ -19,7 +19,7 @@ DESCRIPTION = textwrap.dedent(
     examples:
       clipaway-jax infer --images coco/val2017 --masks coco/masks --out results --checkpoint checkpoints/clipaway
       clipaway-jax infer --list pairs.csv --out results --checkpoint checkpoints/clipaway --per-device-batch 4
-      clipaway-jax infer --images coco/val2017 --masks coco/masks --out results-bld --checkpoint \
+      clipaway-jax infer --images coco/val2017 --masks coco/masks --out results-bld --checkpoint \\
           checkpoints/clipaway --base blended   # Blended Latent Diffusion + CLIPAway (convert --sd-base)
       clipaway-jax infer --tfds my_inpaint_set:validation --data-dir ~/tfds --out results --checkpoint ckpt
       # two hosts (run on each, with its own --process-id):
@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--checkpoint", type=Path,
                    help="a checkpoint made by `clipaway-jax convert` (default: the shipped mini model)")
-    p.add_argument("--per-device-batch", type=int, default=1, help="images per device per step (default 1)")
+    p.add_argument("--per-device-batch", type=pipeline_args.at_least(1), default=1,
+                   help="images per device per step (default 1)")  # fmt: skip
     p.add_argument(
         "--native-size",
         action="store_true",
@@ -45,7 +46,8 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo images whose output exists")
     p.add_argument("--grid", action="store_true", help="also write comparison grids to OUT/grids/")
     p.add_argument("--resize-masks", action="store_true", help="resize masks of another size instead of failing")
-    p.add_argument("--fsdp", type=int, default=1, help="shard params over this many devices (large models)")
+    p.add_argument("--fsdp", type=pipeline_args.at_least(1), default=1,
+                   help="shard params over this many devices (large models)")  # fmt: skip
     add_distributed(p)
     pipeline_args.add(p)
     p.set_defaults(run=run)
@@ -58,7 +60,7 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
     src.add_argument("--list", type=Path, help="CSV or JSONL of image, mask[, output name]")
     src.add_argument("--tfds", metavar="NAME:SPLIT", help="a tensorflow-datasets dataset with image and mask features")
     src.add_argument("--data-dir", help="tfds data_dir")
-    src.add_argument("--limit", type=int, help="only the first N inputs (in listing order)")
+    src.add_argument("--limit", type=pipeline_args.at_least(1), help="only the first N inputs (in listing order)")
 
 
 def add_distributed(p: argparse.ArgumentParser) -> None:
@@ -92,6 +94,8 @@ def init_distributed(args: argparse.Namespace) -> None:
 
 def listing(args: argparse.Namespace):
     found = _listing(args)
+    if not found.items and not found.problems:
+        raise ValueError(f"{args.list or args.tfds}: no image/mask pairs to remove")
     if args.limit is not None:
         found.items = found.items[: args.limit]
     return found

@@ -23,9 +23,35 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= low (a bad value is refused before anything loads or compiles)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a float in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 def add(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, help="denoising steps (default 50, or the checkpoint's own default)")
+    g.add_argument("--steps", type=at_least(1), help="denoising steps (default 50, or the checkpoint's own default)")
     g.add_argument("--scheduler", choices=sorted(SAMPLERS),
                    help="sampler (default pndm, as published, or the checkpoint's own default; "
                    "ddim for --base blended)")  # fmt: skip
@@ -51,7 +77,7 @@ def add(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base", choices=BASES, default="inpaint",
                    help="inpaint: SD inpainting, as published (default); blended: Blended Latent Diffusion on the "
                    "text-to-image UNet (convert --sd-base), DDIM, with the same image tokens")  # fmt: skip
-    g.add_argument("--blend-start", type=float, default=0.25, metavar="F",
+    g.add_argument("--blend-start", type=fraction, default=0.25, metavar="F",
                    help="blended: the fraction of the timesteps skipped (default 0.25, the reference's)")  # fmt: skip
     g.add_argument("--blend-noise", choices=("current", "previous"), default="current",
                    help="blended: re-noise the source to the current step's t (the reference's) or the previous")
@@ -87,12 +113,12 @@ def add(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--keep-aspect", action="store_true", help="resize preserving aspect ratio and pad (undone on output)"
     )
-    g.add_argument("--dilate-kernel", type=int, default=5, help="mask dilation kernel (default 5)")
-    g.add_argument("--dilate-iterations", type=int,
+    g.add_argument("--dilate-kernel", type=at_least(1), default=5, help="mask dilation kernel (default 5)")
+    g.add_argument("--dilate-iterations", type=at_least(0),
                    help="mask dilation iterations; 0 = off (default 5, or the checkpoint's own default)")  # fmt: skip
     g.add_argument(
         "--paste-back",
-        type=int,
+        type=at_least(0),
         default=0,
         metavar="RADIUS",
         help="paste the unmasked pixels back with a feathered edge of RADIUS px (default 0 = off)",

@@ -123,7 +123,7 @@ def _remove_all(args, pipe, describer, pairs, out: Path):
     print(f"[2/2] removing objects from {len(pairs)} images at {size[1]}x{size[0]}, "
           f"{args.steps} {args.scheduler} steps, guidance {args.guidance_scale}")  # fmt: skip
     options = pipeline_args.options(args)
-    for image_path, mask_path in tqdm(pairs, unit="image"):
+    for i, (image_path, mask_path) in enumerate(tqdm(pairs, unit="image")):
         prepared = prepare(image_path, mask_path, size, args.keep_aspect, base=args.base)
         start = time.perf_counter()
         output, descriptions = pipeline_args.guided_call(pipe, describer, [prepared], options, args)
@@ -131,7 +131,8 @@ def _remove_all(args, pipe, describer, pairs, out: Path):
         if descriptions:
             tqdm.write(f"  {prepared.name}: T_mask {descriptions[0].t_mask!r}, T_info {descriptions[0].t_info!r}")
         write_png_atomic(out / f"{prepared.name}.png", result)
-        tqdm.write(f"  {prepared.name}: {time.perf_counter() - start:.1f} s (the first includes compilation)")
+        first = " (includes compilation)" if i == 0 else ""
+        tqdm.write(f"  {prepared.name}: {time.perf_counter() - start:.1f} s{first}")
         yield prepared, result
 
 
