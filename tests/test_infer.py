@@ -191,6 +191,26 @@ def test_bad_inputs_are_reported_and_the_rest_finishes(folders, tiny_checkpoint,
     assert "failed img00" in err and (images / "img00.png").read_bytes() == b"\x89PNG broken"
 
 
+def test_folders_without_pairs_name_the_folder_and_fail(folders, tiny_checkpoint, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    code = cli_main(["infer", "--images", str(empty), "--masks", str(folders / "masks"), "--out", str(tmp_path / "o"),
+                     "--checkpoint", str(tiny_checkpoint)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and f"{empty} (--images) holds no image files" in err and "(--masks)" not in err
+    assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_bad_settings_are_refused_before_anything_runs(folders, tiny_checkpoint, tmp_path, capsys):
+    for flag, value in (("--steps", "0"), ("--blend-start", "1.5"), ("--per-device-batch", "0")):
+        with pytest.raises(SystemExit) as stop:
+            cli_main(["infer", "--images", str(folders / "images"), "--masks", str(folders / "masks"), "--out",
+                      str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint), flag, value])  # fmt: skip
+        assert stop.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_list_files_pair_rows_and_name_outputs(folders, tmp_path):
     from clipaway_jax.batch.sources import from_list
 
