@@ -24,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "overrides_allowed", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra and not extra[0].startswith("--config."):
+        parser.error(f"unrecognized arguments: {' '.join(extra)} (a config field is set with --config.KEY=VALUE)")
+    args.overrides = extra  # `train`: --config.KEY=VALUE, applied by ml_collections' config_flags
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -43,8 +43,9 @@ def tiny_checkpoint(published, tmp_path_factory):
 
 # The slowest files first (measured CPU seconds, 2026-11-23): with `--dist loadfile` the two workers then end
 # together instead of one finishing a long file alone.
-HEAVY_FIRST = ("test_remove", "test_infer", "test_mini_train", "test_train", "test_pipeline", "test_blended",
-               "test_dcgd", "test_eval", "test_convert", "test_app", "test_export", "test_unet")  # fmt: skip
+HEAVY_FIRST = ("test_remove", "test_infer", "test_mini_train", "test_train", "test_wheel", "test_pipeline",
+               "test_blended", "test_dcgd", "test_eval", "test_convert", "test_app", "test_export",
+               "test_unet")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):

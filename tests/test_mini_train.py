@@ -3,6 +3,7 @@ set, at micro sizes: each learns on a fixed batch, and a run stopped midway resu
 bit for bit. `make mini`'s recipe strings the same commands together."""
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -56,28 +57,43 @@ def world(tmp_path_factory):
     return root, frozen
 
 
+CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
+STAGE_CONFIGS = {"alpha-clip": "mini_alpha_clip.py", "image-encoder": "mini_image_encoder.py", "vae": "mini_vae.py",
+                 "inpaint": "mini_inpaint.py", "t2i": "mini_t2i.py"}  # fmt: skip
+
+
+def _overrides(checkpoint, root, *extra):
+    return [f"--config.checkpoint={checkpoint}", f"--config.data_dir={root / 'data'}", "--config.batch_size=8",
+            "--config.learning_rate=2e-3", "--config.log_every=1", *extra]  # fmt: skip
+
+
 def _args(task, checkpoint, root, workdir, *extra):
-    return ["train", task, "--checkpoint", str(checkpoint), "--tfds", "mini_scenes:train", "--data-dir",
-            str(root / "data"), "--workdir", str(workdir), "--batch", "8", "--lr", "2e-3", "--log-every", "1",
-            *extra]  # fmt: skip
+    """`make mini`'s stage config on the micro world."""
+    return ["train", "--config", str(CONFIGS / STAGE_CONFIGS[task]), "--workdir", str(workdir),
+            *_overrides(checkpoint, root, *extra)]  # fmt: skip
+
+
+def _config(task, checkpoint, root, *extra):
+    from clipaway_jax.training.config import parse_config
+
+    return parse_config(CONFIGS / STAGE_CONFIGS[task], _overrides(checkpoint, root, *extra))
+
+
+# the learning tests: a constant learning rate, no decay (the recipe's warm-up would not start in 8 steps)
+PLAIN_OPTIMIZER = ("--config.optimizer=adam", "--config.schedule=constant", "--config.weight_decay=0.0",
+                   "--config.clip_grad_norm=0.0")  # fmt: skip
 
 
 @pytest.mark.parametrize("task", list(STEPS))
 def test_each_training_from_scratch_learns_on_a_fixed_batch(world, task, tmp_path):
-    import argparse
-
     from clipaway_jax.commands.train import TASKS, abstract_tree, train_config
     from clipaway_jax.sharding import REPLICATED, make_mesh
     from clipaway_jax.training.trainer import Trainer
 
     root, frozen = world
-    parser = argparse.ArgumentParser()
-    from clipaway_jax.commands import train
-
-    train.add_parser(parser.add_subparsers())
-    args = parser.parse_args(_args(task, frozen, root, tmp_path))
-    cfg = train_config(args)
-    spec = TASKS[task](args, cfg)
+    config = _config(task, frozen, root, *PLAIN_OPTIMIZER)
+    cfg = train_config(config)
+    spec = TASKS[task](config, tmp_path, cfg)
     assert set(STEPS[task]) <= set(spec.params)
     trainer = Trainer(cfg, spec.loss, abstract_tree(spec), spec.params, tmp_path, make_mesh(), REPLICATED,
                       spec.frozen)  # fmt: skip
@@ -97,11 +113,12 @@ def test_each_training_from_scratch_learns_on_a_fixed_batch(world, task, tmp_pat
 def test_a_stopped_run_resumes_to_the_same_params(world, task, tmp_path):
     root, frozen = world
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert cli_main(_args(task, frozen, root, straight, "--steps", "4", "--save-every", "2")) == 0
-    assert cli_main(_args(task, frozen, root, stopped, "--steps", "2", "--save-every", "2")) == 0
+    # a constant learning rate: the cosine schedule's shape depends on the run's steps, which the stop changes
+    run = [*PLAIN_OPTIMIZER, "--config.save_every=2"]
+    assert cli_main(_args(task, frozen, root, straight, *run, "--config.steps=4")) == 0
+    assert cli_main(_args(task, frozen, root, stopped, *run, "--config.steps=2")) == 0
     exported = tmp_path / "exported"
-    assert cli_main(_args(task, frozen, root, stopped, "--steps", "4", "--save-every", "2", "--export",
-                          str(exported))) == 0  # fmt: skip
+    assert cli_main(_args(task, frozen, root, stopped, *run, "--config.steps=4", "--export", str(exported))) == 0
     networks = json.loads((exported / "manifest.json").read_text())["networks"]
     assert networks["alpha_clip"]["logit_scale"] == networks["text_encoder"]["logit_scale"]  # the temperature
     records = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
@@ -158,25 +175,61 @@ def test_checkpoint_pipeline_defaults_apply_only_to_flags_not_given():
     assert args.scheduler == "ddim"  # Blended Latent Diffusion's sampler
 
 
-def test_t2i_trains_conv_in_and_stores_it_as_an_overlay(world, tmp_path):
-    """`train t2i`: the blended base's UNet is the inpainting UNet with a 4-channel conv_in; only conv_in is
-    trained and stored, and the checkpoint restores the whole UNet from the two. (The task's loss is the
-    inpainting one's, which learns above; `make mini` runs this task for real.)"""
-    import argparse
-
-    from clipaway_jax.checkpoint import load_checkpoint
+@pytest.fixture(scope="module")
+def with_unet(world):
+    """The micro world's checkpoint with an (untrained) inpainting UNet and image_proj added."""
     from clipaway_jax.commands import train
 
     root, frozen = world
     init = json.loads((frozen / "manifest.json").read_text())["init"]
-    with_unet = tmp_path / "with-unet"
     names = ("unet", "image_proj")
     params = {n: train.init_params(init[n], 7 + i) for i, n in enumerate(names)}
-    train.export(frozen, with_unet, params, {n: init[n] for n in names})
-    parser = argparse.ArgumentParser()
-    train.add_parser(parser.add_subparsers())
-    args = parser.parse_args(_args("t2i", with_unet, root, tmp_path / "w"))
-    task = train.TASKS["t2i"](args, train.train_config(args))
+    train.export(frozen, root / "with-unet", params, {n: init[n] for n in names})
+    return root / "with-unet"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.py")), ids=lambda p: p.stem)
+def test_every_config_in_train_configs_runs_two_steps(world, with_unet, path, tmp_path):
+    """Each run of train/configs/ (the published ones and every mini stage) loads and trains two steps on
+    micro data: only paths, sizes and the batch are overridden, the rest is the file's own."""
+    from PIL import Image
+
+    from clipaway_jax.training.config import load_config
+
+    root, frozen = world
+    own = load_config(path)
+    data = [f"--config.data_dir={root / 'data'}"]
+    if own.images:  # an image-folder run (COCO, Places): a folder of 32 px images instead
+        images = tmp_path / "images"
+        images.mkdir()
+        for i in range(8):
+            pixels = np.random.default_rng(i).integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+            Image.fromarray(pixels).save(images / f"{i}.png")
+        data = [f"--config.images={images}", f"--config.data_dir={tmp_path / 'data'}"]
+    checkpoint = with_unet if own.task in ("unet", "t2i") else frozen
+    workdir = tmp_path / "run"
+    assert cli_main(["train", "--config", str(path), "--workdir", str(workdir), f"--config.checkpoint={checkpoint}",
+                     *data, "--config.steps=2", "--config.batch_size=4", f"--config.size={SIZE}", "--config.fsdp=1",
+                     "--config.log_every=1", "--config.save_every=2"]) == 0  # fmt: skip
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in records if "loss" in r}
+    assert set(losses) == {1, 2} and all(np.isfinite(v) for v in losses.values())
+    written = json.loads((workdir / "config.json").read_text())
+    assert written["config_file"] == str(path) and written["task"] == own.task and written["steps"] == 2
+    assert {k: v for k, v in written.items() if k in ("optimizer", "learning_rate", "schedule")} == {
+        "optimizer": own.optimizer, "learning_rate": own.learning_rate, "schedule": own.schedule}
+
+
+def test_t2i_trains_conv_in_and_stores_it_as_an_overlay(world, with_unet, tmp_path):
+    """`train t2i`: the blended base's UNet is the inpainting UNet with a 4-channel conv_in; only conv_in is
+    trained and stored, and the checkpoint restores the whole UNet from the two. (The task's loss is the
+    inpainting one's, which learns above; `make mini` runs this task for real.)"""
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.commands import train
+
+    root, _ = world
+    config = _config("t2i", with_unet, root)
+    task = train.TASKS["t2i"](config, tmp_path / "w", train.train_config(config))
     assert list(task.params) == ["unet_t2i"] and list(task.params["unet_t2i"]) == ["conv_in"]
     assert list(train.abstract_tree(task)["params"]["unet_t2i"]) == ["conv_in"]
     batch = task.load(np.arange(2))

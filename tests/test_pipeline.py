@@ -128,19 +128,17 @@ def test_compute_dtype_is_bfloat16_on_accelerators_only(monkeypatch):
 
 
 def test_training_is_mixed_precision_on_accelerators_only(monkeypatch):
-    """`train --precision auto`: bfloat16 activations on GPU/TPU, float32 on CPU; --bf16 forces bfloat16."""
-    import argparse
-
+    """config.precision "auto" (the default): bfloat16 activations on GPU/TPU, float32 on CPU; "float32" and
+    "bfloat16" force either."""
     import jax
     import jax.numpy as jnp
 
     from clipaway_jax.commands import train
+    from clipaway_jax.training.config import base_config
 
-    parser = argparse.ArgumentParser()
-    train.add_parser(parser.add_subparsers())
-    base = ["train", "mlp", "--checkpoint", "c", "--workdir", "w"]
+    config = base_config()
     for backend, expected in (("cpu", jnp.float32), ("gpu", jnp.bfloat16), ("tpu", jnp.bfloat16)):
         monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
-        assert train._activation_dtype(parser.parse_args(base)) == expected
-        assert train._activation_dtype(parser.parse_args([*base, "--precision", "float32"])) == jnp.float32
-        assert train._activation_dtype(parser.parse_args([*base, "--bf16"])) == jnp.bfloat16
+        for precision, dtype in (("auto", expected), ("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+            config.precision = precision
+            assert train._activation_dtype(config) == dtype

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -28,9 +29,13 @@ def images(tmp_path_factory):
     return folder
 
 
+MLP_CONFIG = Path(__file__).resolve().parent.parent / "train" / "configs" / "clipaway_mlp.py"
+
+
 def _args(checkpoint, images, workdir, *extra):
-    return ["train", "mlp", "--checkpoint", str(checkpoint), "--images", str(images), "--workdir", str(workdir),
-            "--cache-embeddings", "--lr", "1e-3", "--log-every", "1", *extra]  # fmt: skip
+    """The published MLP run's config on the tiny towers and 16 images (cached embeddings, as published)."""
+    return ["train", "--config", str(MLP_CONFIG), "--workdir", str(workdir), f"--config.checkpoint={checkpoint}",
+            f"--config.images={images}", "--config.learning_rate=1e-3", "--config.log_every=1", *extra]  # fmt: skip
 
 
 def _metrics(workdir):
@@ -54,7 +59,7 @@ def _final_params(workdir, step):
 
 def test_mlp_loss_decreases_and_exports(tiny_checkpoint, images, tmp_path):
     work, exported = tmp_path / "run", tmp_path / "exported"
-    assert cli_main(_args(tiny_checkpoint, images, work, "--steps", "100", "--export", str(exported))) == 0
+    assert cli_main(_args(tiny_checkpoint, images, work, "--config.steps=100", "--export", str(exported))) == 0
     losses, records = _metrics(work)
     assert losses[100]["loss"] < 0.5 * losses[1]["loss"], (losses[1]["loss"], losses[100]["loss"])
     assert {"compiled", "param_sharding"} <= {r.get("event") for r in records}
@@ -63,11 +68,16 @@ def test_mlp_loss_decreases_and_exports(tiny_checkpoint, images, tmp_path):
     assert {"lr", "grad_norm", "steps_per_s", "examples_per_s"} <= set(losses[100])
     from clipaway_jax.checkpoint import load_checkpoint
 
-    assert load_checkpoint(exported).manifest["networks"]["mlp"]["trained"] is True
+    entry = load_checkpoint(exported).manifest["networks"]["mlp"]
+    assert entry["trained"] is True
+    # the run's resolved config: in its workdir and beside the network it trained, overrides applied
+    written = json.loads((work / "config.json").read_text())
+    assert entry["training"] == written and written["config_file"] == str(MLP_CONFIG)
+    assert (written["task"], written["steps"], written["learning_rate"], written["batch_size"]) == ("mlp", 100, 1e-3, 8)
 
 
 def test_resume_after_kill_is_bit_exact(tiny_checkpoint, images, tmp_path):
-    steps = ["--steps", "40", "--save-every", "5"]
+    steps = ["--config.steps=40", "--config.save_every=5"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert cli_main(_args(tiny_checkpoint, images, straight, *steps)) == 0
     proc = _spawn(_args(tiny_checkpoint, images, killed, *steps, "--debug-step-sleep", "0.25"))
@@ -89,8 +99,8 @@ def test_resume_after_kill_is_bit_exact(tiny_checkpoint, images, tmp_path):
 
 def test_eight_devices_fsdp_match_one_device(tiny_checkpoint, images, tmp_path):
     one, eight = tmp_path / "one", tmp_path / "eight"
-    assert cli_main(_args(tiny_checkpoint, images, one, "--steps", "5")) == 0
-    proc = _spawn(_args(tiny_checkpoint, images, eight, "--steps", "5", "--fsdp", "8"), devices=8)
+    assert cli_main(_args(tiny_checkpoint, images, one, "--config.steps=5")) == 0
+    proc = _spawn(_args(tiny_checkpoint, images, eight, "--config.steps=5", "--config.fsdp=8"), devices=8)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     l1, l8 = _metrics(one)[0], _metrics(eight)[0]
@@ -110,7 +120,8 @@ def test_eight_devices_fsdp_match_one_device(tiny_checkpoint, images, tmp_path):
 def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tiny_checkpoint, images, tmp_path,
                                                                                capsys):  # fmt: skip
     work = tmp_path / "diverged"  # lr 1e30: step 1 is finite (params ~1e30), step 2's loss overflows
-    assert cli_main(_args(tiny_checkpoint, images, work, "--steps", "10", "--save-every", "1", "--lr", "1e30")) == 1
+    assert cli_main(_args(tiny_checkpoint, images, work, "--config.steps=10", "--config.save_every=1",
+                          "--config.learning_rate=1e30")) == 1  # fmt: skip
     error = capsys.readouterr().err
     steps = sorted(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
     assert steps and f"at step {steps[-1] + 1}" in error and "non-finite" in error, (steps, error)
@@ -125,7 +136,7 @@ def _free_port():
 
 def test_two_processes_train_and_the_checkpoint_restores_in_one(tiny_checkpoint, images, tmp_path):
     work, port = tmp_path / "multi", _free_port()
-    procs = [_spawn(_args(tiny_checkpoint, images, work, "--steps", "6", "--save-every", "3", "--coordinator",
+    procs = [_spawn(_args(tiny_checkpoint, images, work, "--config.steps=6", "--config.save_every=3", "--coordinator",
                           f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)), devices=4)
              for i in range(2)]  # fmt: skip
     for proc in procs:
@@ -134,7 +145,7 @@ def test_two_processes_train_and_the_checkpoint_restores_in_one(tiny_checkpoint,
     assert (work / "checkpoints" / "6").is_dir()
     files = json.loads((work / "embeddings" / "manifest.json").read_text())["files"]
     assert files["alpha_embeds"] == [f"alpha_embeds.0000{i}-of-00002.npy" for i in range(2)], "one shard per process"
-    assert cli_main(_args(tiny_checkpoint, images, work, "--steps", "8")) == 0
+    assert cli_main(_args(tiny_checkpoint, images, work, "--config.steps=8")) == 0
     resumed = [r for r in _metrics(work)[1] if r.get("event") == "resumed"]
     assert resumed and resumed[-1]["step"] == 6
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import textwrap
 import time
@@ -14,95 +15,63 @@ from typing import Any
 
 DESCRIPTION = textwrap.dedent(
     """\
-    Trains CLIPAway's MLP (AlphaCLIP(image, alpha=1) -> IP-Adapter ViT-H image_embeds, MSE; Adam 1e-5,
-    weight decay 1e-4, batch 8 as published) or fine-tunes the inpainting UNet with DCGD's noise MSE
-    (9 channels, or 12 with --unet-variant dcgd12; Adam 1e-4, batch 64 in the paper). Resumes from
-    WORKDIR automatically (params, optimizer, step, data position).
+    Runs the training a config file describes (ml_collections, as in flax's examples: train/configs/
+    holds the published runs and each stage of the mini recipe); any field is overridden on the command
+    line with --config.KEY=VALUE. Resumes from WORKDIR automatically (params, optimizer, step, data
+    position); the resolved config is written to WORKDIR/config.json and, with --export, into the
+    exported manifest beside each trained network.
 
-    From scratch (architectures from the checkpoint manifest's `init` section, data with the mini_scenes
-    features: image, mask, caption, scene_caption, box): alpha-clip (AlphaCLIP + its text tower,
-    contrastive), image-encoder (the IP-Adapter's image tower, contrastive), vae (KL autoencoder),
-    inpaint (9-channel inpainting UNet + IP-Adapter, reconstructing the image under random masks),
-    t2i (the blended base's text-to-image UNet, unet_t2i: the inpainting UNet with its mask inputs folded
-    into conv_in, whose conv_in alone is then trained on whole-image denoising; stored as an overlay).
-    `make mini` runs them all (see clipaway_jax/mini/recipe.py).
+    Tasks (config.task): mlp (CLIPAway's MLP: AlphaCLIP(image, alpha=1) -> the IP-Adapter ViT-H
+    image_embeds, MSE), unet (the inpainting UNet fine-tuned with DCGD's noise MSE; 12 channels with
+    unet_variant dcgd12), and the trainings from scratch of a world without published weights
+    (architectures from the checkpoint manifest's `init` section): alpha-clip (AlphaCLIP + its text
+    tower, contrastive), image-encoder (the IP-Adapter's image tower, contrastive), vae, inpaint
+    (9-channel UNet + IP-Adapter under random masks), t2i (the blended base's UNet: the inpainting one
+    with its mask inputs folded into conv_in, conv_in trained; stored as an overlay). `make mini` runs
+    the mini_* configs in order (clipaway_jax/mini/recipe.py).
 
     examples:
-      clipaway-jax train mlp --checkpoint checkpoints/clipaway --images coco/train2017 --workdir runs/mlp \\
-          --cache-embeddings --steps 296000 --export checkpoints/clipaway-retrained
-      clipaway-jax train unet --checkpoint checkpoints/clipaway --unet-variant dcgd12 --images places/train \\
-          --workdir runs/dcgd --batch 64 --lr 1e-4 --fsdp 8
+      clipaway-jax train --config train/configs/clipaway_mlp.py --workdir runs/mlp \\
+          --export checkpoints/clipaway-retrained
+      clipaway-jax train --config train/configs/clipaway_mlp.py --workdir runs/mlp-short \\
+          --config.steps=2000 --config.images=my/photos
+      clipaway-jax train --config train/configs/dcgd_unet.py --workdir runs/dcgd --config.fsdp=8
+      python -m train --config train/configs/mini_vae.py --workdir runs/vae --config.learning_rate=5e-4
     """
 )
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train the CLIPAway MLP or fine-tune the UNet (DCGD)", description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("task", choices=("mlp", "unet", "alpha-clip", "image-encoder", "vae", "inpaint", "t2i"))
-    p.add_argument("--checkpoint", type=Path, required=True, help="converted checkpoint with the frozen networks")
-    p.add_argument("--workdir", type=Path, required=True, help="checkpoints, metrics.jsonl, tensorboard/")
-    src = p.add_argument_group("data (one of)")
-    src.add_argument("--images", type=Path, help="an image folder; written once as an array_record tfds dataset")
-    src.add_argument("--tfds", metavar="NAME:SPLIT", help="an existing tfds dataset with an 'image' bytes feature")
-    src.add_argument("--data-dir", type=Path, help="tfds data_dir (default WORKDIR/data)")
-    src.add_argument(
-        "--cache-embeddings", action="store_true", help="mlp: encode the frozen towers once, then train on vectors"
-    )
-    opt = p.add_argument_group("optimization")
-    opt.add_argument("--steps", type=int, default=1000)
-    opt.add_argument("--batch", type=int, default=None, help="global batch (mlp 8, unet 64)")
-    opt.add_argument("--lr", type=float, default=None, help="learning rate (mlp 1e-5, unet 1e-4)")
-    opt.add_argument("--weight-decay", type=float, default=None, help="(mlp 1e-4, unet 0)")
-    opt.add_argument("--optimizer", choices=("adam", "adamw"), default="adam")
-    opt.add_argument("--schedule", choices=("constant", "warmup_cosine"), default="constant")
-    opt.add_argument("--warmup-steps", type=int, default=0)
-    opt.add_argument("--clip-grad-norm", type=float, default=0.0)
-    opt.add_argument("--seed", type=int, default=0)
-    run = p.add_argument_group("running")
-    run.add_argument("--save-every", type=int, default=1000)
-    run.add_argument("--keep", type=int, default=3, help="checkpoints kept (plus the best by validation loss)")
-    run.add_argument("--eval-every", type=int, default=1000)
-    run.add_argument("--log-every", type=int, default=50)
-    run.add_argument("--val-fraction", type=float, default=0.0, help="hold out this fraction for validation loss")
-    run.add_argument("--fsdp", type=int, default=1, help="shard params and optimizer state over this many devices")
-    run.add_argument("--export", type=Path, help="write a checkpoint for remove/infer with the trained network")
-    run.add_argument("--coordinator", help="jax.distributed coordinator host:port, or auto (TPU pods, SLURM)")
-    run.add_argument("--num-processes", type=int)
-    run.add_argument("--process-id", type=int)
-    unet = p.add_argument_group("unet")
-    unet.add_argument("--unet-variant", choices=("inpaint", "dcgd12"), default="inpaint")
-    unet.add_argument("--size", type=int, help="training resolution, multiple of 64 (mlp, unet; default 512)")
-    unet.add_argument("--captions", action="store_true",
-                      help="unet: a mini_scenes-like data set: object and random masks, scene captions as text")
-    unet.add_argument("--prompt", default="", help="conditioning text (e.g. a T_info description)")
-    unet.add_argument("--mask-area", type=float, nargs=2, default=(0.01, 0.4), metavar=("MIN", "MAX"))
-    unet.add_argument("--remat", action="store_true", help="rematerialize UNet blocks (less memory, more compute)")
-    opt.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                     help="activation dtype; params and optimizer state stay float32 (mixed precision). auto "
-                     "(default): bfloat16 on GPU/TPU, float32 on CPU")  # fmt: skip
-    opt.add_argument("--bf16", dest="precision", action="store_const", const="bfloat16",
-                     help="the same as --precision bfloat16")  # fmt: skip
+    from clipaway_jax.commands.infer import add_distributed
+
+    p = sub.add_parser("train", help="run a training config (CLIPAway's MLP, DCGD's UNet, the mini world)",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--config", type=Path, required=True, metavar="FILE",
+                   help="the run's config file (train/configs/*.py); then --config.KEY=VALUE overrides")  # fmt: skip
+    p.add_argument("--workdir", type=Path, required=True, help="checkpoints, metrics.jsonl, tensorboard/, config.json")
+    p.add_argument("--export", type=Path, help="write a checkpoint for remove/infer with the trained networks")
+    add_distributed(p)
     p.add_argument("--debug-step-sleep", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.set_defaults(run=main)
+    p.set_defaults(run=main, overrides_allowed=True)
 
 
-SCRATCH = dict(batch=64, lr=1e-3, weight_decay=0.0)
-DEFAULTS = {"mlp": dict(batch=8, lr=1e-5, weight_decay=1e-4), "unet": dict(batch=64, lr=1e-4, weight_decay=0.0),
-            "alpha-clip": SCRATCH, "image-encoder": SCRATCH, "vae": SCRATCH, "inpaint": SCRATCH,
-            "t2i": SCRATCH}  # fmt: skip
+def read_config(args):
+    """The run's config: the file, `--config.KEY=VALUE` overrides (args.overrides), checked."""
+    from clipaway_jax.training.config import check, parse_config
+
+    config = parse_config(args.config, list(getattr(args, "overrides", [])))
+    check(config, args.config)
+    return config
 
 
-def train_config(args):
+def train_config(config):
     from clipaway_jax.training.trainer import TrainConfig
 
-    d = DEFAULTS[args.task]
-    pick = lambda value, key: d[key] if value is None else value
     return TrainConfig(
-        steps=args.steps, global_batch=pick(args.batch, "batch"), learning_rate=pick(args.lr, "lr"),
-        weight_decay=pick(args.weight_decay, "weight_decay"), optimizer=args.optimizer, schedule=args.schedule,
-        warmup_steps=args.warmup_steps, clip_grad_norm=args.clip_grad_norm, seed=args.seed,
-        save_every=args.save_every, keep=args.keep, eval_every=args.eval_every, log_every=args.log_every,
+        steps=config.steps, global_batch=config.batch_size, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, optimizer=config.optimizer, schedule=config.schedule,
+        warmup_steps=config.warmup_steps, clip_grad_norm=config.clip_grad_norm, seed=config.seed,
+        save_every=config.save_every, keep=config.keep, eval_every=config.eval_every, log_every=config.log_every,
     )  # fmt: skip
 
 
@@ -124,18 +93,19 @@ def first_process_then_all(work):
     return result if jax.process_index() == 0 else work()
 
 
-def data_source(args):
+def data_source(config, workdir: Path):
     import tensorflow_datasets as tfds
 
     from clipaway_jax.training.data import build_folder_dataset
 
-    data_dir = args.data_dir or args.workdir / "data"
-    if args.images:
-        return first_process_then_all(lambda: build_folder_dataset(args.images, data_dir))
-    if args.tfds:
-        name, _, split = args.tfds.partition(":")
+    data_dir = Path(config.data_dir) if config.data_dir else workdir / "data"
+    if config.images:
+        return first_process_then_all(lambda: build_folder_dataset(Path(config.images), data_dir))
+    if config.tfds:
+        name, _, split = config.tfds.partition(":")
         return tfds.data_source(name, split=split or "train", data_dir=str(data_dir))
-    raise ValueError("give --images DIR or --tfds NAME:SPLIT")
+    raise ValueError("the config names no data: set images (a folder) or tfds (NAME:SPLIT), e.g. "
+                     "--config.images=DIR")  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -159,35 +129,42 @@ def main(args) -> int:
     init_distributed(args)
     import jax
 
+    from clipaway_jax.atomic import write_atomic
     from clipaway_jax.sharding import FSDP_RULES, REPLICATED, make_mesh
+    from clipaway_jax.training.config import resolved
 
-    cfg = train_config(args)
-    mesh = make_mesh(fsdp=args.fsdp)
-    rules = FSDP_RULES if args.fsdp > 1 else REPLICATED
-    task = TASKS[args.task](args, cfg)
-    _train(args, cfg, mesh, rules, task)
+    config = read_config(args)
+    cfg = train_config(config)
+    record = resolved(config, args.config)
+    if jax.process_index() == 0:  # what this run is, beside its checkpoints
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.workdir / "config.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
+    mesh = make_mesh(fsdp=config.fsdp)
+    rules = FSDP_RULES if config.fsdp > 1 else REPLICATED
+    task = TASKS[config.task](config, args.workdir, cfg)
+    _train(args, config, cfg, mesh, rules, task, record)
     if jax.process_index() == 0:
         print(f"trained {', '.join(task.entries)} for {cfg.steps} steps; logs in {args.workdir}")
     return 0
 
 
-def _mlp_task(args, cfg):
+def _mlp_task(config, workdir, cfg):
     import numpy as np
 
     from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.training import tasks
 
     # frozen towers stay host-local numpy: each process replicates them over its own devices when caching
-    ckpt = load_checkpoint(args.checkpoint, networks=["alpha_clip", "image_encoder"])
+    ckpt = load_checkpoint(Path(config.checkpoint), networks=["alpha_clip", "image_encoder"])
     entry = {"class": "CLIPAwayMLP", "config": _mlp_config(ckpt).to_dict()}
     params = {"mlp": init_params(entry, cfg.seed)}
-    module = _module(entry, args)
+    module = _module(entry, config)
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("alpha_clip", "image_encoder")})
     alpha_clip, encoder = ckpt.module("alpha_clip"), ckpt.module("image_encoder")
-    source = data_source(args)
-    size = args.size or 512
-    if args.cache_embeddings:
-        arrays = _cached_embeddings(args, source, alpha_clip, encoder, frozen, size)
+    source = data_source(config, workdir)
+    size = config.size
+    if config.cache_embeddings:
+        arrays = _cached_embeddings(workdir, source, alpha_clip, encoder, frozen, size)
         load = lambda idx: {k: np.asarray(v[idx]) for k, v in arrays.items()}
         return Task({"mlp": entry}, params, tasks.mlp_loss(module), None, load, len(arrays["alpha_embeds"]))
     from clipaway_jax.training.data import decode_image
@@ -197,12 +174,12 @@ def _mlp_task(args, cfg):
     return Task({"mlp": entry}, params, loss, frozen, load, len(source))
 
 
-def _cached_embeddings(args, source, alpha_clip, encoder, frozen, size):
+def _cached_embeddings(workdir, source, alpha_clip, encoder, frozen, size):
     import jax
 
     from clipaway_jax.training import tasks
 
-    folder = args.workdir / "embeddings"
+    folder = workdir / "embeddings"
     if not (folder / "manifest.json").is_file():  # every process encodes its slice on its devices
         start = time.perf_counter()
         tasks.cache_embeddings(source, alpha_clip, encoder, frozen, folder, image_size=size)
@@ -220,31 +197,31 @@ def _mlp_config(ckpt):
     return MLPConfig(alpha_clip_embed_dim=alpha, ip_adapter_embed_dim=target)
 
 
-def _unet_task(args, cfg):
+def _unet_task(config, workdir, cfg):
     from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.models.dcgd import dcgd12_from_inpaint
     from clipaway_jax.tokenizer import load_tokenizer, tokenize
     from clipaway_jax.training import tasks
 
-    ckpt = load_checkpoint(args.checkpoint, networks=["unet", "vae", "text_encoder"])
-    unet = ckpt.module("unet", _activation_dtype(args)).clone(remat=args.remat)
+    ckpt = load_checkpoint(Path(config.checkpoint), networks=["unet", "vae", "text_encoder"])
+    unet = ckpt.module("unet", _activation_dtype(config)).clone(remat=config.remat)
     params = ckpt.params["unet"]
     entry = dict(ckpt.manifest["networks"]["unet"])
     entry.pop("params_of", None)
-    if args.unet_variant == "dcgd12":
-        params, config = dcgd12_from_inpaint(jax_tree_numpy(params), unet.config)
-        unet = unet.clone(config=config)
-        entry["config"] = config.to_dict()
+    if config.unet_variant == "dcgd12":
+        params, unet_config = dcgd12_from_inpaint(jax_tree_numpy(params), unet.config)
+        unet = unet.clone(config=unet_config)
+        entry["config"] = unet_config.to_dict()
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("vae", "text_encoder")})
-    source = data_source(args)
-    if args.captions:  # a data set with captions (mini_scenes): its object masks and scene captions
+    source = data_source(config, workdir)
+    if config.captions:  # a data set with captions (mini_scenes): its object masks and scene captions
         from clipaway_jax.mini.batches import inpaint_loader
 
-        load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), args.seed)
+        load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed)
     else:
-        ids = tokenize(load_tokenizer(ckpt.tokenizer_path), [args.prompt])[0]
-        load = tasks.unet_batch_loader(source, args.size or 512, ids, args.seed, tuple(args.mask_area))
-    name = "unet_dcgd12" if args.unet_variant == "dcgd12" else "unet"
+        ids = tokenize(load_tokenizer(ckpt.tokenizer_path), [config.prompt])[0]
+        load = tasks.unet_batch_loader(source, config.size, ids, config.seed, tuple(config.mask_area))
+    name = "unet_dcgd12" if config.unet_variant == "dcgd12" else "unet"
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
                            name)  # fmt: skip
     return Task({name: entry}, {name: params}, loss, frozen, load, len(source))
@@ -253,46 +230,46 @@ def _unet_task(args, cfg):
 # --- trainings from scratch (a world without published weights: see clipaway_jax.mini) -------------
 
 
-def _new_networks(args, cfg, names):
+def _new_networks(config, cfg, names):
     """Entries and initial params of networks the checkpoint does not have yet: their architectures
     come from the checkpoint manifest's `init` section (written by e.g. `clipaway_jax.mini.models`)."""
     from clipaway_jax.checkpoint import read_manifest
 
-    manifest = read_manifest(args.checkpoint)
+    manifest = read_manifest(Path(config.checkpoint))
     missing = [n for n in names if n not in manifest.get("init", {})]
     if missing:
-        raise ValueError(f"{args.checkpoint}: the manifest's 'init' section has no architecture for {missing}")
+        raise ValueError(f"{Path(config.checkpoint)}: the manifest's 'init' section has no architecture for {missing}")
     entries = {n: manifest["init"][n] for n in names}
     return entries, {n: init_params(entry, cfg.seed + i) for i, (n, entry) in enumerate(entries.items())}
 
 
 def _contrastive_task(vision_name, text_name, alpha):
-    def task(args, cfg):
+    def task(config, workdir, cfg):
         import numpy as np
 
         from clipaway_jax.mini.batches import contrastive_loader
         from clipaway_jax.tokenizer import load_tokenizer
         from clipaway_jax.training.pretrain import INIT_LOGIT_SCALE, contrastive_loss
 
-        entries, params = _new_networks(args, cfg, [vision_name, text_name])
+        entries, params = _new_networks(config, cfg, [vision_name, text_name])
         params["logit_scale"] = np.float32(INIT_LOGIT_SCALE)
-        loss = contrastive_loss(_module(entries[vision_name], args), _module(entries[text_name], args), vision_name,
+        loss = contrastive_loss(_module(entries[vision_name], config), _module(entries[text_name], config), vision_name,
                                 text_name)  # fmt: skip
-        source = data_source(args)
-        load = contrastive_loader(source, load_tokenizer(args.checkpoint / "tokenizer"), args.seed, alpha)
+        source = data_source(config, workdir)
+        load = contrastive_loader(source, load_tokenizer(Path(config.checkpoint) / "tokenizer"), config.seed, alpha)
         scale = lambda p: {n: {"logit_scale": float(p["logit_scale"])} for n in (vision_name, text_name)}
         return Task(entries, params, loss, None, load, len(source), scale)
 
     return task
 
 
-def _vae_task(args, cfg):
+def _vae_task(config, workdir, cfg):
     from clipaway_jax.mini.batches import image_loader
     from clipaway_jax.training.pretrain import vae_loss
 
-    entries, params = _new_networks(args, cfg, ["vae"])
-    module = _module(entries["vae"], args)
-    source = data_source(args)
+    entries, params = _new_networks(config, cfg, ["vae"])
+    module = _module(entries["vae"], config)
+    source = data_source(config, workdir)
     load = image_loader(source)
     finish = lambda p: {"vae": {"config": {**entries["vae"]["config"], "scaling_factor": _latent_scale(module, p,
                         load, len(source))}}}  # fmt: skip
@@ -310,25 +287,25 @@ def _latent_scale(vae, params, load, size, count=512):
     return float(1.0 / latents.std())
 
 
-def _inpaint_task(args, cfg):
+def _inpaint_task(config, workdir, cfg):
     from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.mini.batches import inpaint_loader
     from clipaway_jax.tokenizer import load_tokenizer
     from clipaway_jax.training import tasks
 
     frozen_names = ["vae", "text_encoder", "image_encoder"]
-    ckpt = load_checkpoint(args.checkpoint, networks=frozen_names)
-    entries, params = _new_networks(args, cfg, ["unet", "image_proj"])
-    unet = _module(entries["unet"], args).clone(remat=args.remat)
+    ckpt = load_checkpoint(Path(config.checkpoint), networks=frozen_names)
+    entries, params = _new_networks(config, cfg, ["unet", "image_proj"])
+    unet = _module(entries["unet"], config).clone(remat=config.remat)
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in frozen_names})
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
-                           "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], args))  # fmt: skip
-    source = data_source(args)
-    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), args.seed)
+                           "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], config))  # fmt: skip
+    source = data_source(config, workdir)
+    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed)
     return Task(entries, params, loss, frozen, load, len(source))
 
 
-def _t2i_task(args, cfg):
+def _t2i_task(config, workdir, cfg):
     """unet_t2i = the inpainting UNet with conv_in folded to 4 channels; only conv_in trains (an overlay)."""
     from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.mini.batches import inpaint_loader
@@ -337,17 +314,17 @@ def _t2i_task(args, cfg):
     from clipaway_jax.training import tasks
 
     frozen_names = ["unet", "image_proj", "vae", "text_encoder", "image_encoder"]
-    ckpt = load_checkpoint(args.checkpoint, networks=frozen_names)
+    ckpt = load_checkpoint(Path(config.checkpoint), networks=frozen_names)
     base = dict(ckpt.manifest["networks"]["unet"])
-    config = UNetConfig.from_dict({**base["config"], "in_channels": 4})
-    entry = {k: v for k, v in base.items() if k not in ("sources", "trained")}
-    entry |= {"config": config.to_dict(), "params_of": "unet", "overlay": ["conv_in"],
+    unet_config = UNetConfig.from_dict({**base["config"], "in_channels": 4})
+    entry = {k: v for k, v in base.items() if k not in ("sources", "trained", "training")}
+    entry |= {"config": unet_config.to_dict(), "params_of": "unet", "overlay": ["conv_in"],
               "initialized_from": "unet (9-channel inpainting), mask inputs folded into conv_in"}  # fmt: skip
     vae = ckpt.module("vae")
     size = ckpt.module("unet").config.sample_size * vae.config.scale_factor
     conv_in = tasks.text_to_image_from_inpaint(ckpt.params["unet"], vae, ckpt.params["vae"], size)
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in frozen_names})
-    unet = _module(entry, args).clone(remat=args.remat)
+    unet = _module(entry, config).clone(remat=config.remat)
     inner = tasks.unet_loss(unet, vae, ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}), "unet_t2i",
                             ckpt.module("image_encoder"), ckpt.module("image_proj"))  # fmt: skip
 
@@ -355,8 +332,8 @@ def _t2i_task(args, cfg):
         full = {**frozen["unet"]["params"], **params["unet_t2i"]}
         return inner({"unet_t2i": full, "image_proj": frozen["image_proj"]["params"]}, frozen, batch, rng)
 
-    source = data_source(args)
-    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), args.seed)
+    source = data_source(config, workdir)
+    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed)
     return Task({"unet_t2i": entry}, {"unet_t2i": {"conv_in": conv_in}}, loss, frozen, load, len(source))
 
 
@@ -381,20 +358,20 @@ def init_params(entry: dict, seed: int):
     return jax_tree_numpy(flax.core.meta.unbox(params))
 
 
-def _module(entry: dict, args):
+def _module(entry: dict, config):
     from clipaway_jax.checkpoint import build_module
 
-    return build_module(entry, _activation_dtype(args))[0]
+    return build_module(entry, _activation_dtype(config))[0]
 
 
-def _activation_dtype(args):
+def _activation_dtype(config):
     """Mixed precision where it pays: bfloat16 activations on accelerators (their matmul units, half the
     activation memory), float32 on CPU (XLA computes bfloat16 dots there in float32 anyway)."""
     import jax.numpy as jnp
 
     from clipaway_jax.commands.pipeline_args import compute_dtype
 
-    return jnp.dtype(compute_dtype(args.precision))
+    return jnp.dtype(compute_dtype(config.precision))
 
 
 def jax_tree_numpy(tree):
@@ -404,14 +381,14 @@ def jax_tree_numpy(tree):
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
-def _train(args, cfg, mesh, rules, task: Task):
+def _train(args, config, cfg, mesh, rules, task: Task, record: dict):
     import jax
     import numpy as np
 
     from clipaway_jax.training.data import BatchIterator
     from clipaway_jax.training.trainer import Checkpoints, Trainer
 
-    holdout = int(task.size * args.val_fraction)
+    holdout = int(task.size * config.val_fraction)
     train_indices = np.arange(holdout, task.size)
     iterator = BatchIterator(len(train_indices), cfg.global_batch, lambda idx: task.load(train_indices[idx]),
                              cfg.seed, jax.process_index(), jax.process_count())  # fmt: skip
@@ -426,7 +403,7 @@ def _train(args, cfg, mesh, rules, task: Task):
 
     bar = tqdm(total=cfg.steps, initial=int(trainer.state.step), unit="step", disable=jax.process_index() != 0)
     try:  # a NaN stop or a crash still lets the pending async save finish: the last checkpoint stays whole
-        _loop(args, cfg, trainer, iterator, checkpoints, task.load, holdout, bar)
+        _loop(cfg, trainer, iterator, checkpoints, task.load, holdout, bar, args.debug_step_sleep)
     finally:
         bar.close()
         checkpoints.close()
@@ -435,7 +412,9 @@ def _train(args, cfg, mesh, rules, task: Task):
         entries = {name: dict(entry) for name, entry in task.entries.items()}
         for name, update in (task.finish(params) if task.finish else {}).items():
             entries[name] |= update
-        export(args.checkpoint, args.export, {name: params[name] for name in entries}, entries)
+        for entry in entries.values():  # every exported network says how it was trained
+            entry["training"] = record
+        export(Path(config.checkpoint), args.export, {name: params[name] for name in entries}, entries)
 
 
 def abstract_tree(task: Task) -> dict:
@@ -456,14 +435,14 @@ def abstract_tree(task: Task) -> dict:
     return {"params": tree}
 
 
-def _loop(args, cfg, trainer, iterator, checkpoints, load, holdout, bar):
+def _loop(cfg, trainer, iterator, checkpoints, load, holdout, bar, step_sleep: float = 0.0):
     start_step, t0, examples = int(trainer.state.step), time.perf_counter(), 0
     while int(trainer.state.step) < cfg.steps:
         metrics = trainer.train_step(next(iterator))
         step = metrics["step"]
         examples += cfg.global_batch
-        if args.debug_step_sleep:
-            time.sleep(args.debug_step_sleep)
+        if step_sleep:  # (tests: a run slow enough to be killed midway)
+            time.sleep(step_sleep)
         val = _validation(trainer, load, holdout, cfg) if holdout and step % cfg.eval_every == 0 else None
         elapsed = time.perf_counter() - t0
         record = {**metrics, "lr": trainer.lr(step), "steps_per_s": (step - start_step) / elapsed,

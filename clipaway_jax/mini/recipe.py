@@ -5,9 +5,11 @@
                 -> train mlp -> train unet (dcgd12) -> train t2i (the blended base's UNet)
                 -> the shipped checkpoint (float16, model card)
 
-Every stage is a `clipaway-jax` command line (printed before it runs) that adds its networks to
-OUT/checkpoint; a stage whose networks are there is skipped, and an interrupted stage resumes from its
-workdir, so running the recipe again continues where it stopped.
+Every stage is a `clipaway-jax train --config train/configs/mini_STAGE.py` command line (printed
+before it runs; the config file holds the stage's whole setting, the recipe sets only the paths, the
+seed and the steps) that adds its networks to OUT/checkpoint; a stage whose networks are there is
+skipped, and an interrupted stage resumes from its workdir, so running the recipe again continues where
+it stopped.
 """
 
 from __future__ import annotations
@@ -19,20 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-SCRATCH = ["--optimizer", "adamw", "--weight-decay", "1e-4", "--schedule", "warmup_cosine", "--warmup-steps", "100",
-           "--clip-grad-norm", "1.0"]  # fmt: skip
-# stage: (networks it adds, `train` arguments)
+CONFIGS = Path(__file__).resolve().parents[2] / "train" / "configs"  # the repository's train/configs/
+# stage: (networks it adds, its config file in train/configs/)
 STAGES = {
-    "alpha-clip": (["alpha_clip", "text_encoder"], ["--steps", "1000", "--lr", "5e-4", *SCRATCH]),
-    "image-encoder": (["image_encoder"], ["--steps", "600", "--lr", "5e-4", *SCRATCH]),
-    "vae": (["vae"], ["--steps", "800", "--batch", "32", "--lr", "1e-3", *SCRATCH]),
-    "inpaint": (["unet", "image_proj"], ["--steps", "1800", "--batch", "32", "--lr", "5e-4", *SCRATCH]),
-    "mlp": (["mlp"], ["--steps", "3000", "--lr", "1e-3", "--batch", "64", "--cache-embeddings", "--size", "64"]),
-    "unet": (["unet_dcgd12"], ["--steps", "300", "--batch", "32", "--lr", "1e-4", "--unet-variant", "dcgd12",
-                               "--captions", "--size", "64"]),
-    "t2i": (["unet_t2i"], ["--steps", "300", "--batch", "32", "--lr", "1e-3", "--schedule", "warmup_cosine",
-                           "--warmup-steps", "30", "--clip-grad-norm", "1.0"]),
-}  # fmt: skip
+    "alpha-clip": (["alpha_clip", "text_encoder"], "mini_alpha_clip.py"),
+    "image-encoder": (["image_encoder"], "mini_image_encoder.py"),
+    "vae": (["vae"], "mini_vae.py"),
+    "inpaint": (["unet", "image_proj"], "mini_inpaint.py"),
+    "mlp": (["mlp"], "mini_mlp.py"),
+    "unet": (["unet_dcgd12"], "mini_dcgd12.py"),
+    "t2i": (["unet_t2i"], "mini_t2i.py"),
+}
 # the world's one CLIP space serves the describer and the metrics
 ALIASES = {"clip_text": "text_encoder", "eval_clip_text": "text_encoder", "eval_clip_vision": "alpha_clip",
            "cmmd_clip_vision": "alpha_clip"}  # fmt: skip
@@ -51,8 +50,10 @@ def networks(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "manifest.json").read_text())["networks"]
 
 
-def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(STAGES)) -> Path:
+def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(STAGES), configs: Path = CONFIGS,
+              ) -> Path:  # fmt: skip
     from clipaway_jax.mini.models import write_skeleton
+    from clipaway_jax.training.config import load_config
 
     data, checkpoint = out / "data", out / "checkpoint"
     if not (data / "mini_scenes").is_dir():
@@ -60,24 +61,17 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
     if not (checkpoint / "manifest.json").is_file():
         write_skeleton(checkpoint)
     for stage in stages:
-        adds, extra = STAGES[stage]
+        adds, name = STAGES[stage]
         if all(networks(checkpoint).get(n, {}).get("trained") for n in adds):
             print(f"[{stage}] done already: {', '.join(adds)}")
             continue
-        extra = _scaled(extra, steps_scale)
+        steps = max(2, int(load_config(configs / name).steps * steps_scale))
         start = time.perf_counter()
-        run(["train", stage, "--checkpoint", str(checkpoint), "--export", str(checkpoint), "--tfds",
-             "mini_scenes:train", "--data-dir", str(data), "--workdir", str(out / "runs" / stage), "--seed",
-             str(seed), "--log-every", "50", "--save-every", "500", *extra])  # fmt: skip
+        run(["train", "--config", str(configs / name), "--workdir", str(out / "runs" / stage), "--export",
+             str(checkpoint), f"--config.checkpoint={checkpoint}", f"--config.data_dir={data}",
+             f"--config.seed={seed}", f"--config.steps={steps}"])  # fmt: skip
         print(f"[{stage}] {time.perf_counter() - start:.0f} s", flush=True)
     return checkpoint
-
-
-def _scaled(extra: list[str], scale: float) -> list[str]:
-    extra = list(extra)
-    i = extra.index("--steps")
-    extra[i + 1] = str(max(2, int(int(extra[i + 1]) * scale)))
-    return extra
 
 
 def ship(checkpoint: Path, out: Path, dtype: str = "float16") -> Path:
@@ -123,9 +117,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick trials)")
     p.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
+    p.add_argument("--configs", type=Path, default=CONFIGS, help="the stages' config files (default train/configs)")
     args = p.parse_args(argv)
     start = time.perf_counter()
-    checkpoint = train_all(args.out, args.seed, args.steps_scale, args.stages)
+    checkpoint = train_all(args.out, args.seed, args.steps_scale, args.stages, args.configs)
     if args.ship:
         print(f"shipped {ship(checkpoint, args.ship)}")
     print(f"mini model set in {checkpoint} ({(time.perf_counter() - start) / 60:.1f} min)")

@@ -1,0 +1,119 @@
+"""A training run is an `ml_collections.ConfigDict`, as in flax's examples and big_vision: a file in
+`train/configs/` defines `get_config()`, starting from `base_config()` (every field `clipaway-jax train`
+reads, with its plain default) and setting what its run needs; any field is overridden on the command
+line (`--config.steps=100`). The resolved config goes into the workdir and the exported manifest."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from ml_collections import ConfigDict, FrozenConfigDict, config_dict
+
+TASKS = ("mlp", "unet", "alpha-clip", "image-encoder", "vae", "inpaint", "t2i")
+
+
+def base_config() -> ConfigDict:
+    c = ConfigDict()
+    c.task = config_dict.placeholder(str)  # one of TASKS
+    c.checkpoint = config_dict.placeholder(str)  # the checkpoint with the frozen networks (or the `init` section)
+
+    # data: an image folder (written once as an array_record tfds set) or an existing tfds dataset
+    c.images = config_dict.placeholder(str)
+    c.tfds = config_dict.placeholder(str)  # NAME:SPLIT
+    c.data_dir = config_dict.placeholder(str)  # tfds data_dir (default WORKDIR/data)
+    c.cache_embeddings = False  # mlp: encode the frozen towers once, then train on vectors
+    c.val_fraction = 0.0  # hold out this fraction of the data for a validation loss
+
+    # optimization
+    c.steps = 1000
+    c.batch_size = 8  # global, over every device and host
+    c.learning_rate = 1e-4
+    c.weight_decay = 0.0
+    c.optimizer = "adam"  # adam: torch's Adam (weight decay as L2 in the gradient); adamw: decoupled
+    c.schedule = "constant"  # or warmup_cosine
+    c.warmup_steps = 0
+    c.clip_grad_norm = 0.0  # 0 = off
+    c.seed = 0
+    c.precision = "auto"  # activations: auto = bfloat16 on GPU/TPU, float32 on CPU; params stay float32
+
+    # running
+    c.save_every = 1000
+    c.keep = 3  # checkpoints kept, plus the best by validation loss
+    c.eval_every = 1000
+    c.log_every = 50
+    c.fsdp = 1  # shard params and optimizer state over this many devices
+
+    # the UNet tasks
+    c.unet_variant = "inpaint"  # or dcgd12 (unet task)
+    c.size = 512  # training resolution of image-folder data (mlp, unet), a multiple of 64
+    c.captions = False  # unet: a mini_scenes-like set: its object and random masks, scene captions as text
+    c.prompt = ""  # unet: the conditioning text otherwise (e.g. a T_info description)
+    c.mask_area = (0.01, 0.4)  # unet: random mask area range
+    c.remat = False  # rematerialize UNet blocks (less memory, more compute)
+    return c
+
+
+def from_scratch(c: ConfigDict) -> ConfigDict:
+    """The optimizer of the networks trained from nothing (the mini world): AdamW, weight decay 1e-4,
+    100 warm-up steps then cosine decay, gradients clipped to norm 1."""
+    c.optimizer, c.weight_decay, c.schedule, c.warmup_steps, c.clip_grad_norm = "adamw", 1e-4, "warmup_cosine", 100, 1.0
+    return c
+
+
+def load_config(path: str | Path) -> ConfigDict:
+    """`get_config()` of a config file (what `--config FILE` reads, without command-line overrides)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    spec = importlib.util.spec_from_file_location(f"clipaway_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def parse_config(path: str | Path, overrides: list[str]) -> ConfigDict:
+    """The config file with `--config.KEY=VALUE` overrides applied (absl + ml_collections' config_flags,
+    parsed from the given arguments, not from sys.argv); unknown keys and ill-typed values are errors
+    naming the key."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    argv = ["clipaway-jax train", f"--config={path}", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "the training config", flag_values=values, lock_config=True,
+                                    sys_argv=argv)  # fmt: skip
+    try:
+        rest = values(argv)
+    except (AttributeError, KeyError) as err:  # ml_collections: the key and a "did you mean"
+        raise ValueError(f"{path}: the config has no field {_one_line(err)}") from None
+    except (flags.Error, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {_one_line(err)}") from None
+    if len(rest) > 1:
+        raise ValueError(f"unexpected arguments {rest[1:]} (overrides are --config.KEY=VALUE)")
+    return values.config
+
+
+def check(config: ConfigDict, path: str | Path = "config") -> None:
+    if config.task not in TASKS:
+        raise ValueError(f"{path}: task must be one of {', '.join(TASKS)}, found {config.task!r}")
+    if not config.checkpoint:
+        raise ValueError(f"{path}: checkpoint is not set (--config.checkpoint=DIR)")
+    if config.steps < 1 or config.batch_size < 1:
+        raise ValueError(f"{path}: steps and batch_size must be >= 1, found {config.steps} and {config.batch_size}")
+
+
+def resolved(config: ConfigDict, path: str | Path | None = None) -> dict:
+    """Plain JSON of the run's config, as written into the workdir and the exported manifest."""
+    plain = json.loads(FrozenConfigDict(config).to_json_best_effort())
+    return {"config_file": str(path) if path else None, **plain}
+
+
+def _one_line(err: BaseException) -> str:
+    while err.args and isinstance(err.args[0], BaseException):  # (an AttributeError holding a KeyError)
+        err = err.args[0]
+    text = str(err.args[0]) if err.args else str(err)
+    return " ".join(text.replace("'", "").split())
