@@ -1,12 +1,18 @@
 """The mini world's evaluation table (python -m clipaway_jax.mini.evaluate): every guidance on the test
-split with our own `infer` and `eval`, in both papers' layouts, with the ground truth as the upper bound.
+split (or, for diagnosis, the validation split) with our own `infer` and `eval`, in both papers'
+layouts, beside what a person would use instead and with the ground truth as the upper bound.
 
     rows:   CLIPAway (published guidance) | plain inpainting with MLP(e_b) tokens (no projection) |
             no image tokens (empty prompt) | DCGD (12-channel UNet, T_info vs T_mask) | CLIPAway + DCGD |
             Blended (Blended Latent Diffusion on the text-to-image UNet, no image tokens) |
-            Blended + CLIPAway (the same base with CLIPAway's tokens: the plug-and-play rows) | ground truth
-    metrics (mini AlphaCLIP space): FD-CLIP, CMMD, CLIP Dist, CLIP@1/3/5; against the ground truth:
-            PSNR / SSIM / MAE inside the mask, and DCGD's whole-image PSNR by mask-area bucket
+            Blended + CLIPAway (the same base with CLIPAway's tokens: the plug-and-play rows) |
+            OpenCV Telea | OpenCV NS | flat fill (ring mean) | do nothing (the classical baselines) |
+            oracle tokens (diagnostic: the ground-truth background as the input, tokens MLP(e_f) of it:
+            what fills the hole when the tokens say exactly what belongs there) | ground truth
+    metrics (mini AlphaCLIP space): FD-CLIP, CMMD, CLIP Dist, CLIP@1/3/5, "removed" (the masked region's
+            top-1 class is a background: clipaway_jax/mini/measures.py); against the ground truth: PSNR /
+            SSIM / MAE inside the mask, whole-image PSNR, the share of scenes filled better than OpenCV
+            Telea (PSNR inside the mask), and DCGD's whole-image figures by mask-area bucket
 
 Each method's results and eval outputs land in OUT/<method>/ (rerunning skips finished results).
 """
@@ -21,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clipaway_jax.mini.baselines import CLASSICAL, write_results
+
 METHODS = {
     "CLIPAway": [],
     "MLP(e_b), no projection": ["--image-tokens", "background"],
@@ -30,19 +38,28 @@ METHODS = {
     "Blended": ["--base", "blended", "--ip-scale", "0"],
     "Blended + CLIPAway": ["--base", "blended"],
 }
+ORACLE = "oracle tokens (diagnostic)"
+ORACLE_ARGS = ["--image-tokens", "focused"]
 SLUG = {"CLIPAway": "clipaway", "MLP(e_b), no projection": "mlp_eb", "no image tokens": "no_image_tokens",
         "DCGD": "dcgd", "CLIPAway + DCGD": "clipaway_dcgd", "Blended": "blended",
-        "Blended + CLIPAway": "blended_clipaway", "ground truth": "ground_truth"}  # fmt: skip
+        "Blended + CLIPAway": "blended_clipaway", "OpenCV Telea": "telea", "OpenCV NS": "navier_stokes",
+        "flat fill (ring mean)": "flat_fill", "do nothing": "do_nothing", ORACLE: "oracle_tokens",
+        "ground truth": "ground_truth"}  # fmt: skip
+ALL = [*METHODS, *CLASSICAL, ORACLE, "ground truth"]
 
 
-def write_truth(data_dir: Path, out: Path, count: int | None) -> tuple[Path, Path, int]:
-    """The test split's ground-truth backgrounds (named as `infer --tfds` names results) and a labels CSV
-    (name, class, box) for CLIP@k."""
+def source_of(data_dir: Path, split: str):
     import tensorflow_datasets as tfds
 
+    return tfds.data_source("mini_scenes", split=split, data_dir=str(data_dir))
+
+
+def write_truth(data_dir: Path, out: Path, count: int | None, split: str = "test") -> tuple[Path, Path, int]:
+    """The split's ground-truth backgrounds (named as `infer --tfds` names results) and a labels CSV
+    (name, class, box) for CLIP@k."""
     from clipaway_jax.mini.batches import decode, text
 
-    source = tfds.data_source("mini_scenes", split="test", data_dir=str(data_dir))
+    source = source_of(data_dir, split)
     count = min(count or len(source), len(source))
     truth, labels = out / "ground_truth", out / "labels.csv"
     if not labels.is_file():
@@ -60,16 +77,24 @@ def write_truth(data_dir: Path, out: Path, count: int | None) -> tuple[Path, Pat
     return truth, labels, count
 
 
-def run_method(name: str, extra: list[str], checkpoint: Path, data_dir: Path, out: Path, truth: Path, labels: Path,
-               count: int) -> dict:  # fmt: skip
+def run_method(name: str, checkpoint: Path, data_dir: Path, out: Path, truth: Path, labels: Path, count: int,
+               split: str = "test") -> dict:  # fmt: skip
     from clipaway_jax.mini.recipe import run as main
 
     folder = out / SLUG[name]
-    inputs = ["--tfds", "mini_scenes:test", "--data-dir", str(data_dir)]
-    if name != "ground truth":
-        args = ["infer", *inputs, "--out", str(folder), "--checkpoint", str(checkpoint), "--per-device-batch",
-                "50", "--limit", str(count), *extra]  # fmt: skip
-        main(args)
+    inputs = ["--tfds", f"mini_scenes:{split}", "--data-dir", str(data_dir)]
+    if name in METHODS:
+        main(["infer", *inputs, "--out", str(folder), "--checkpoint", str(checkpoint), "--per-device-batch", "50",
+              "--limit", str(count), *METHODS[name]])  # fmt: skip
+    elif name in CLASSICAL:
+        dilation = _dilation(checkpoint)
+        write_results(name, source_of(data_dir, split), folder, count, *dilation)
+    elif name == ORACLE:  # the ground-truth background goes in where the scene would
+        images = write_results("do nothing", source_of(data_dir, split), out / "oracle_inputs", count, 1, 0,
+                               image_key="background")  # fmt: skip
+        masks = _write_masks(source_of(data_dir, split), out / "oracle_masks", count)
+        main(["infer", "--images", str(images), "--masks", str(masks), "--out", str(folder), "--checkpoint",
+              str(checkpoint), "--per-device-batch", "50", *ORACLE_ARGS])  # fmt: skip
     results = truth if name == "ground truth" else folder
     args = ["eval", "--results", str(results), *inputs, "--ground-truth", str(truth), "--labels", str(labels),
             "--metrics", str(checkpoint), "--out", str(folder / "eval"), "--kid-subsets", "10", "--limit",
@@ -78,14 +103,52 @@ def run_method(name: str, extra: list[str], checkpoint: Path, data_dir: Path, ou
     metrics = json.loads((folder / "eval" / "metrics.json").read_text())
     with open(folder / "eval" / "per_image.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    for metric in ("psnr_mask", "ssim_mask", "mae_mask"):
+    for metric in ("psnr_mask", "ssim_mask", "mae_mask", "psnr"):
         values = [float(r[metric]) for r in rows if r.get(metric) not in (None, "")]
         metrics[metric] = float(np.mean(values)) if values else float("nan")  # the ground truth's PSNR is inf
+    metrics["per_image_psnr_mask"] = {r["name"]: float(r["psnr_mask"]) for r in rows if r.get("psnr_mask")}
     return metrics
 
 
+def _dilation(checkpoint: Path) -> tuple[int, int]:
+    """The mask dilation the pipeline applies with this checkpoint's defaults (kernel, iterations)."""
+    from clipaway_jax.checkpoint import read_manifest
+
+    own = read_manifest(checkpoint).get("pipeline_defaults", {})
+    return own.get("dilate_kernel", 5), own.get("dilate_iterations", 5)  # (the published 5x5, 5 times)
+
+
+def _write_masks(source, out: Path, count: int) -> Path:
+    from PIL import Image
+
+    from clipaway_jax.mini.batches import decode
+
+    out.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        if not (out / f"{index:08d}.png").is_file():
+            Image.fromarray(decode(source[index]["mask"], "L")).save(out / f"{index:08d}.png")
+    return out
+
+
+def removed_share(checkpoint: Path, folder: Path, source, count: int) -> float:
+    """% of results whose masked region's top-1 class is a background (clipaway_jax/mini/measures.py)."""
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.mini.batches import decode
+    from clipaway_jax.mini.measures import PaintedIn
+
+    paths = [folder / f"{i:08d}.png" for i in range(count)]
+    present = [i for i, p in enumerate(paths) if p.is_file()]
+    if not present:
+        return float("nan")
+    images = np.stack([decode(paths[i].read_bytes()) for i in present]).astype(np.float32) / 255.0
+    masks = np.stack([decode(source[i]["mask"], "L") >= 128 for i in present]).astype(np.float32)
+    painted = PaintedIn(load_checkpoint(checkpoint, networks=["alpha_clip", "clip_text"]))(images, masks)
+    return 100.0 * float(1.0 - painted.mean())
+
+
 CLIPAWAY_COLUMNS = ("FD-CLIP", "CMMD", "CLIP Dist", "CLIP@1", "CLIP@3", "CLIP@5")
-MASK_COLUMNS = (("PSNR (mask)", "psnr_mask"), ("SSIM (mask)", "ssim_mask"), ("MAE (mask)", "mae_mask"))
+MASK_COLUMNS = (("removed", "removed"), ("PSNR (mask)", "psnr_mask"), ("SSIM (mask)", "ssim_mask"),
+                ("MAE (mask)", "mae_mask"), ("PSNR (whole)", "psnr"), ("beats Telea", "beats_telea"))  # fmt: skip
 
 
 def fmt(value) -> str:
@@ -96,12 +159,20 @@ def fmt(value) -> str:
     return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4f}"
 
 
-def tables(results: dict[str, dict], count: int) -> str:
+def beats(per_image: dict[str, float], reference: dict[str, float]) -> float:
+    """% of the scenes both have whose PSNR inside the mask is above the reference's."""
+    names = sorted(set(per_image) & set(reference))
+    return 100.0 * float(np.mean([per_image[n] > reference[n] for n in names])) if names else float("nan")
+
+
+def tables(results: dict[str, dict], count: int, split: str = "test") -> str:
     head = ["method", *CLIPAWAY_COLUMNS, *(c for c, _ in MASK_COLUMNS)]
-    lines = [f"CLIPAway layout ({count} test scenes; mini AlphaCLIP space; the mask columns against the ground "
-             "truth)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    lines = [f"CLIPAway layout ({count} {split} scenes; mini AlphaCLIP space; removed: the masked region's top-1 "
+             "class is a background; the PSNR, SSIM and MAE columns against the ground truth; beats Telea: % of "
+             "scenes filled better than OpenCV Telea inside the mask)", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]  # fmt: skip
     for name, m in results.items():
-        cells = [fmt(m["clipaway_table"].get(c)) for c in CLIPAWAY_COLUMNS] + [fmt(m[k]) for _, k in MASK_COLUMNS]
+        cells = [fmt(m["clipaway_table"].get(c)) for c in CLIPAWAY_COLUMNS] + [fmt(m.get(k)) for _, k in MASK_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     buckets = list(next(iter(results.values()))["dcgd_table"])
     lines += ["", "DCGD layout (whole-image PSNR / SSIM / MAE against the ground truth, by mask area)", "",
@@ -114,22 +185,35 @@ def tables(results: dict[str, dict], count: int) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="example: python -m clipaway_jax.mini.evaluate --data-dir runs/mini/data "
-                                       "--out runs/mini/eval --count 200")  # fmt: skip
+                                epilog="examples:\n  python -m clipaway_jax.mini.evaluate --data-dir runs/mini/data "
+                                       "--out runs/mini/eval\n  python -m clipaway_jax.mini.evaluate --data-dir "
+                                       "runs/mini/data --out runs/mini/val --split validation --count 64 --methods "
+                                       "CLIPAway 'OpenCV Telea' 'oracle tokens (diagnostic)'")  # fmt: skip
     p.add_argument("--checkpoint", type=Path, help="default: the shipped mini model")
     p.add_argument("--data-dir", type=Path, required=True, help="the mini_scenes data set (`data scenes --out`)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--count", type=int, help="the first N test scenes (default: all)")
-    p.add_argument("--methods", nargs="+", choices=[*METHODS, "ground truth"], default=[*METHODS, "ground truth"])
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="test (the reported table) or validation (diagnosis and tuning: never the test split)")
+    p.add_argument("--count", type=int, help="the first N scenes of the split (default: all)")
+    p.add_argument("--methods", nargs="+", choices=ALL, default=ALL)
     args = p.parse_args(argv)
     from clipaway_jax.mini.shipped import checkpoint_or_default
 
     checkpoint = checkpoint_or_default(args.checkpoint)
-    truth, labels, count = write_truth(args.data_dir, args.out, args.count)
-    results = {name: run_method(name, METHODS.get(name, []), checkpoint, args.data_dir, args.out, truth, labels,
-                                count) for name in args.methods}  # fmt: skip
-    text = tables(results, count)
+    truth, labels, count = write_truth(args.data_dir, args.out, args.count, args.split)
+    methods = list(dict.fromkeys(["OpenCV Telea", *args.methods]))  # every row is compared with Telea
+    results = {}
+    for name in methods:
+        results[name] = run_method(name, checkpoint, args.data_dir, args.out, truth, labels, count, args.split)
+        folder = truth if name == "ground truth" else args.out / SLUG[name]
+        results[name]["removed"] = removed_share(checkpoint, folder, source_of(args.data_dir, args.split), count)
+    telea = results["OpenCV Telea"]["per_image_psnr_mask"]
+    for m in results.values():
+        m["beats_telea"] = beats(m["per_image_psnr_mask"], telea)
+    results = {name: results[name] for name in args.methods}
+    text = tables(results, count, args.split)
     (args.out / "table.md").write_text(text)
+    (args.out / "table.json").write_text(json.dumps(results, indent=2, default=float))
     print(text)
     return 0
 

@@ -1,0 +1,49 @@
+""""Object painted in?": the mini world's removal measure that is not at its ceiling. CLIP@k asks whether
+the removed object's class is still the top class of its box crop; the ground truth itself scores ~96%
+there, since a crop of plain background is rarely the object's colour-shape class. This asks instead
+what fills the hole: the mini AlphaCLIP with alpha = the object's mask, classified zero-shot over the
+world's object classes AND its background classes (DCGD's templates, the describer's vocabularies). A
+result counts as removed when the top-1 class is a background.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clipaway_jax import xla
+from clipaway_jax.models.clipaway import focused_embeddings
+
+
+def _top_is_object(alpha_clip, params, images, masks, objects, scenes):
+    e_mask, _ = focused_embeddings(alpha_clip, params, images, masks)
+    e_mask = e_mask / jnp.linalg.norm(e_mask, axis=-1, keepdims=True)
+    best_object = jnp.max(e_mask @ objects.T, axis=-1)
+    best_scene = jnp.max(e_mask @ scenes.T, axis=-1)
+    return best_object > best_scene
+
+
+class PaintedIn:
+    """`PaintedIn(checkpoint)(images, masks)` -> bool [B]: an object class tops the masked region."""
+
+    def __init__(self, checkpoint, batch: int = 100):
+        from clipaway_jax.pipelines.describe import RegionDescriber
+
+        self.describer = RegionDescriber(checkpoint)
+        self.batch = batch
+        self._run = xla.jit(_top_is_object, static_argnums=0)
+
+    def __call__(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """images [B, H, W, 3] in [0, 1], masks [B, H, W] in {0, 1} (the object's own mask)."""
+        d = self.describer
+        params = {"params": d.checkpoint.params["alpha_clip"]}
+        out = []
+        for start in range(0, len(images), self.batch):
+            chunk = slice(start, start + self.batch)
+            pad = self.batch - len(images[chunk])  # one compiled shape
+            x = np.concatenate([images[chunk], np.repeat(images[chunk][-1:], pad, 0)])
+            m = np.concatenate([masks[chunk], np.repeat(masks[chunk][-1:], pad, 0)])
+            top = self._run(d.alpha_clip, params, x, m, d.objects.features, d.scenes.features)
+            out.append(np.asarray(jax.device_get(top))[: self.batch - pad])
+        return np.concatenate(out)
