@@ -86,11 +86,10 @@ def run_method(name: str, checkpoint: Path, data_dir: Path, out: Path, truth: Pa
     if name in METHODS:
         main(["infer", *inputs, "--out", str(folder), "--checkpoint", str(checkpoint), "--per-device-batch", "50",
               "--limit", str(count), *METHODS[name]])  # fmt: skip
-    elif name in CLASSICAL:
-        dilation = _dilation(checkpoint)
-        write_results(name, source_of(data_dir, split), folder, count, *dilation)
+    elif name in CLASSICAL:  # the object's mask as given, as a user would call cv2.inpaint
+        write_results(name, source_of(data_dir, split), folder, count)
     elif name == ORACLE:  # the ground-truth background goes in where the scene would
-        images = write_results("do nothing", source_of(data_dir, split), out / "oracle_inputs", count, 1, 0,
+        images = write_results("do nothing", source_of(data_dir, split), out / "oracle_inputs", count,
                                image_key="background")  # fmt: skip
         masks = _write_masks(source_of(data_dir, split), out / "oracle_masks", count)
         main(["infer", "--images", str(images), "--masks", str(masks), "--out", str(folder), "--checkpoint",
@@ -108,14 +107,6 @@ def run_method(name: str, checkpoint: Path, data_dir: Path, out: Path, truth: Pa
         metrics[metric] = float(np.mean(values)) if values else float("nan")  # the ground truth's PSNR is inf
     metrics["per_image_psnr_mask"] = {r["name"]: float(r["psnr_mask"]) for r in rows if r.get("psnr_mask")}
     return metrics
-
-
-def _dilation(checkpoint: Path) -> tuple[int, int]:
-    """The mask dilation the pipeline applies with this checkpoint's defaults (kernel, iterations)."""
-    from clipaway_jax.checkpoint import read_manifest
-
-    own = read_manifest(checkpoint).get("pipeline_defaults", {})
-    return own.get("dilate_kernel", 5), own.get("dilate_iterations", 5)  # (the published 5x5, 5 times)
 
 
 def _write_masks(source, out: Path, count: int) -> Path:
