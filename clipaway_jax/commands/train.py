@@ -273,7 +273,7 @@ def _vae_task(config, workdir, cfg):
     load = image_loader(source)
     finish = lambda p: {"vae": {"config": {**entries["vae"]["config"], "scaling_factor": _latent_scale(module, p,
                         load, len(source))}}}  # fmt: skip
-    return Task(entries, params, vae_loss(module), None, load, len(source), finish)
+    return Task(entries, params, vae_loss(module, l2_weight=config.vae_l2_weight), None, load, len(source), finish)
 
 
 def _latent_scale(vae, params, load, size, count=512):

@@ -45,6 +45,9 @@ def base_config() -> ConfigDict:
     c.log_every = 50
     c.fsdp = 1  # shard params and optimizer state over this many devices
 
+    # the VAE task
+    c.vae_l2_weight = 0.0  # weight of the squared error beside LDM's L1 (PSNR measures the squared error)
+
     # the UNet tasks
     c.unet_variant = "inpaint"  # or dcgd12 (unet task)
     c.size = 512  # training resolution of image-folder data (mlp, unet), a multiple of 64

@@ -42,18 +42,18 @@ def _cross_entropy(logits, targets):
     return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits, -1), -1))
 
 
-def vae_loss(vae, kl_weight: float = 1e-6):
+def vae_loss(vae, kl_weight: float = 1e-6, l2_weight: float = 0.0):
     """LDM's KL-autoencoder objective without the perceptual and GAN terms: L1 reconstruction of a
     posterior sample plus kl_weight x KL (both summed over elements and divided by the pixel count,
-    so kl_weight means what LDM's 1e-6 means)."""
+    so kl_weight means what LDM's 1e-6 means); `l2_weight` adds the squared error (what PSNR measures)."""
 
     def loss(params, frozen, batch, rng):
         x = batch["images"] * 2 - 1
         posterior = vae.apply({"params": params["vae"]}, x, method="encode")
         reconstruction = vae.apply({"params": params["vae"]}, posterior.sample(rng), method="decode")
-        l1 = jnp.mean(jnp.abs(x - reconstruction.astype(jnp.float32)))
+        error = x - reconstruction.astype(jnp.float32)
         kl = 0.5 * jnp.sum(posterior.mean**2 + jnp.exp(posterior.logvar) - 1 - posterior.logvar) / x.size
-        return l1 + kl_weight * kl
+        return jnp.mean(jnp.abs(error)) + l2_weight * jnp.mean(error**2) + kl_weight * kl
 
     return loss
 
