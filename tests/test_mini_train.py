@@ -277,3 +277,17 @@ def test_the_folded_conv_in_equals_the_inpainting_one_on_an_all_masked_input():
     mine = conv.apply({"params": folded}, x)
     np.testing.assert_allclose(np.asarray(mine)[:, 1:-1, 1:-1], np.asarray(full)[:, 1:-1, 1:-1], atol=2e-5)
     assert np.abs(np.asarray(mine)[:, 0] - np.asarray(full)[:, 0]).max() > 1e-3  # the border is not exact
+
+
+def test_the_mask_recipe_masks_everything_in_its_share_only():
+    from clipaway_jax.mini.batches import MaskRecipe, decode, training_mask
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import render
+
+    scenes = [example(render(0, i, 32), i) for i in range(8)]
+    draw = lambda recipe, i: training_mask(scenes[i % 8], np.random.default_rng([3, i]), 32, recipe)
+    assert 0.18 < np.mean([draw(MaskRecipe(whole=0.25), i).all() for i in range(400)]) < 0.32
+    default = [draw(MaskRecipe(), i) for i in range(40)]
+    assert not any(m.all() for m in default)
+    own = [np.array_equal(m, decode(scenes[i % 8]["mask"], "L") >= 128) for i, m in enumerate(default)]
+    assert 3 <= sum(own) <= 30  # half are the object's mask, a third of those undilated

@@ -215,9 +215,7 @@ def _unet_task(config, workdir, cfg):
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("vae", "text_encoder")})
     source = data_source(config, workdir)
     if config.captions:  # a data set with captions (mini_scenes): its object masks and scene captions
-        from clipaway_jax.mini.batches import inpaint_loader
-
-        load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed)
+        load = _inpaint_loader(config, source, ckpt)
     else:
         ids = tokenize(load_tokenizer(ckpt.tokenizer_path), [config.prompt])[0]
         load = tasks.unet_batch_loader(source, config.size, ids, config.seed, tuple(config.mask_area))
@@ -289,8 +287,6 @@ def _latent_scale(vae, params, load, size, count=512):
 
 def _inpaint_task(config, workdir, cfg):
     from clipaway_jax.checkpoint import load_checkpoint
-    from clipaway_jax.mini.batches import inpaint_loader
-    from clipaway_jax.tokenizer import load_tokenizer
     from clipaway_jax.training import tasks
 
     frozen_names = ["vae", "text_encoder", "image_encoder"]
@@ -301,16 +297,14 @@ def _inpaint_task(config, workdir, cfg):
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
                            "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], config))  # fmt: skip
     source = data_source(config, workdir)
-    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed)
+    load = _inpaint_loader(config, source, ckpt)
     return Task(entries, params, loss, frozen, load, len(source))
 
 
 def _t2i_task(config, workdir, cfg):
     """unet_t2i = the inpainting UNet with conv_in folded to 4 channels; only conv_in trains (an overlay)."""
     from clipaway_jax.checkpoint import load_checkpoint
-    from clipaway_jax.mini.batches import inpaint_loader
     from clipaway_jax.models import UNetConfig
-    from clipaway_jax.tokenizer import load_tokenizer
     from clipaway_jax.training import tasks
 
     frozen_names = ["unet", "image_proj", "vae", "text_encoder", "image_encoder"]
@@ -333,8 +327,17 @@ def _t2i_task(config, workdir, cfg):
         return inner({"unet_t2i": full, "image_proj": frozen["image_proj"]["params"]}, frozen, batch, rng)
 
     source = data_source(config, workdir)
-    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed)
+    load = _inpaint_loader(config, source, ckpt)
     return Task({"unet_t2i": entry}, {"unet_t2i": {"conv_in": conv_in}}, loss, frozen, load, len(source))
+
+
+def _inpaint_loader(config, source, ckpt):
+    """Batches of a mini_scenes-like set (object and random masks, captions) as the config's recipe says."""
+    from clipaway_jax.mini.batches import inpaint_loader
+    from clipaway_jax.tokenizer import load_tokenizer
+    from clipaway_jax.training.config import inpaint_recipe
+
+    return inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed, inpaint_recipe(config))
 
 
 TASKS = {"mlp": _mlp_task, "unet": _unet_task, "alpha-clip": _contrastive_task("alpha_clip", "text_encoder", True),

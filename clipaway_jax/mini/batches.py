@@ -5,12 +5,14 @@ come from (seed, example index), so a resumed run sees the same batches.
                                     alpha = 1 - object mask  <-> "a blue ring on bricks" (the rest)
                                     alpha = ones             <-> the scene caption
                                     the object's box crop    <-> "a red star" (what CLIP@k classifies)
-    inpainting:  the ORIGINAL image under a random mask (the object's, dilated 0-2 px, or strokes and
-                 boxes), the scene caption 30% of the time (else ""), the image embedding kept 85%.
+    inpainting:  the ORIGINAL image under a random mask (the whole image, the object's dilated 0-2 px,
+                 or strokes and boxes: `MaskRecipe`), the scene caption 30% of the time (else ""), the
+                 image embedding kept 85% (`InpaintRecipe`; the training config sets both).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 
@@ -20,7 +22,25 @@ from PIL import Image
 from clipaway_jax.pipelines.describe import TEMPLATES
 from clipaway_jax.training.data import random_mask
 
-CAPTION_P, KEEP_IMAGE_P, OBJECT_MASK_P, TEMPLATE_P = 0.3, 0.85, 0.5, 0.5
+TEMPLATE_P = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskRecipe:
+    """How an inpainting example's training mask is drawn. SD-inpainting trained on synthetic masks and "in
+    25% mask everything" (its model card): with the whole image masked, only the text and the image tokens
+    say what to paint, which is what makes the tokens matter."""
+
+    whole: float = 0.0  # share of examples with everything masked
+    object: float = 0.5  # share of the others with the object's own mask, dilated 0-2 px
+    random_area: tuple[float, float] = (0.02, 0.4)  # the rest: strokes and boxes covering this much
+
+
+@dataclasses.dataclass(frozen=True)
+class InpaintRecipe:
+    masks: MaskRecipe = MaskRecipe()
+    caption: float = 0.3  # share of examples conditioned on the scene caption (else "")
+    keep_image: float = 0.85  # share keeping the image embedding (else zeros: IP-Adapter's condition dropout)
 
 
 def decode(data: bytes, mode: str = "RGB") -> np.ndarray:
@@ -103,8 +123,11 @@ def image_loader(source):
     return load
 
 
-def training_mask(example: dict, rng: np.random.Generator, size: int) -> np.ndarray:
-    if rng.random() < OBJECT_MASK_P:
+def training_mask(example: dict, rng: np.random.Generator, size: int,
+                  recipe: MaskRecipe = MaskRecipe()) -> np.ndarray:  # fmt: skip
+    if recipe.whole and rng.random() < recipe.whole:  # (no draw at 0: the default keeps its random stream)
+        return np.ones((size, size), np.float32)
+    if rng.random() < recipe.object:
         mask = Image.fromarray(decode(example["mask"], "L"))
         grow = int(rng.integers(0, 3))
         if grow:
@@ -112,10 +135,10 @@ def training_mask(example: dict, rng: np.random.Generator, size: int) -> np.ndar
 
             mask = mask.filter(ImageFilter.MaxFilter(2 * grow + 1))
         return (np.asarray(mask) >= 128).astype(np.float32)
-    return random_mask(rng, size, (0.02, 0.4))
+    return random_mask(rng, size, tuple(recipe.random_area))
 
 
-def inpaint_loader(source, tokenizer, seed: int):
+def inpaint_loader(source, tokenizer, seed: int, recipe: InpaintRecipe = InpaintRecipe()):
     tokens = Tokens(tokenizer)
 
     def load(indices: np.ndarray) -> dict:
@@ -124,9 +147,9 @@ def inpaint_loader(source, tokenizer, seed: int):
             example, rng = source[int(i)], np.random.default_rng([seed, int(i), 1])
             image = decode(example["image"]).astype(np.float32) / 255.0
             images.append(image)
-            masks.append(training_mask(example, rng, image.shape[0]))
-            ids.append(tokens(text(example["scene_caption"]) if rng.random() < CAPTION_P else ""))
-            keep.append(np.float32(rng.random() < KEEP_IMAGE_P))
+            masks.append(training_mask(example, rng, image.shape[0], recipe.masks))
+            ids.append(tokens(text(example["scene_caption"]) if rng.random() < recipe.caption else ""))
+            keep.append(np.float32(rng.random() < recipe.keep_image))
         return {"images": np.stack(images), "masks": np.stack(masks), "text_ids": np.stack(ids),
                 "keep_image": np.asarray(keep, np.float32)}  # fmt: skip
 
