@@ -47,3 +47,21 @@ class PaintedIn:
             top = self._run(d.alpha_clip, params, x, m, d.objects.features, d.scenes.features)
             out.append(np.asarray(jax.device_get(top))[: self.batch - pad])
         return np.concatenate(out)
+
+
+def zero_shot_accuracy(describer, images: np.ndarray, masks: np.ndarray, captions: list[str],
+                       batch: int = 100) -> dict[str, float]:  # fmt: skip
+    """Top-1 of the masked region (alpha = the object's mask) over the world's colour-shape classes, against
+    the target's caption ("a red star"): % right in full, and by its colour and its shape alone."""
+    labels = describer.objects.labels
+    top = []
+    for start in range(0, len(images), batch):
+        chunk = slice(start, start + batch)
+        top += [d.mask_scores[0][0] for d in describer.describe(images[chunk], masks[chunk])]
+    truth = [c.split(" ", 1)[1] for c in captions]  # "a red star" -> "red star"
+    colour = lambda label: label.split(" ")[0]
+    shape = lambda label: label.split(" ")[-1]
+    assert all(t in labels for t in truth), "captions outside the vocabulary"
+    score = lambda same: 100.0 * float(np.mean([same(a, b) for a, b in zip(top, truth, strict=True)]))
+    return {"class": score(lambda a, b: a == b), "colour": score(lambda a, b: colour(a) == colour(b)),
+            "shape": score(lambda a, b: shape(a) == shape(b))}  # fmt: skip
