@@ -291,3 +291,21 @@ def test_the_mask_recipe_masks_everything_in_its_share_only():
     assert not any(m.all() for m in default)
     own = [np.array_equal(m, decode(scenes[i % 8]["mask"], "L") >= 128) for i, m in enumerate(default)]
     assert 3 <= sum(own) <= 30  # half are the object's mask, a third of those undilated
+
+
+def test_background_pairs_put_a_fresh_texture_under_the_objects_mask():
+    from clipaway_jax.mini.batches import contrastive_pair, decode
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import render
+
+    scene = render(0, 5, 32)
+    captions = []
+
+    def tokens(words):
+        captions.append(words)
+        return np.zeros(77, np.int32)
+
+    pixels, alpha, _ = contrastive_pair(example(scene, 5), np.random.default_rng(0), tokens, True, background_p=1.0)
+    np.testing.assert_array_equal(alpha, decode(example(scene, 5)["mask"], "L") >= 128)
+    assert pixels.shape == (32, 32, 3) and not np.allclose(pixels, scene.background / 255.0, atol=0.02)
+    assert scene.background_kind in captions[0] and scene.target.shape not in captions[0]

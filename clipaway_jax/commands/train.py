@@ -254,7 +254,8 @@ def _contrastive_task(vision_name, text_name, alpha):
         loss = contrastive_loss(_module(entries[vision_name], config), _module(entries[text_name], config), vision_name,
                                 text_name)  # fmt: skip
         source = data_source(config, workdir)
-        load = contrastive_loader(source, load_tokenizer(Path(config.checkpoint) / "tokenizer"), config.seed, alpha)
+        tokenizer = load_tokenizer(Path(config.checkpoint) / "tokenizer")
+        load = contrastive_loader(source, tokenizer, config.seed, alpha, config.background_p)
         scale = lambda p: {n: {"logit_scale": float(p["logit_scale"])} for n in (vision_name, text_name)}
         return Task(entries, params, loss, None, load, len(source), scale)
 

@@ -5,6 +5,9 @@ come from (seed, example index), so a resumed run sees the same batches.
                                     alpha = 1 - object mask  <-> "a blue ring on bricks" (the rest)
                                     alpha = ones             <-> the scene caption
                                     the object's box crop    <-> "a red star" (what CLIP@k classifies)
+                                    optionally (`background_p`): a fresh texture of the scene's kind under
+                                    the object's mask <-> "bricks" (a region with nothing in it; the
+                                    texture is drawn anew, never the scene's ground-truth background)
     inpainting:  the ORIGINAL image under a random mask (the whole image, the object's dilated 0-2 px,
                  or strokes and boxes: `MaskRecipe`), the scene caption 30% of the time (else ""), the
                  image embedding kept 85% (`InpaintRecipe`; the training config sets both).
@@ -84,10 +87,13 @@ def box_crop(image: np.ndarray, box, size: int) -> np.ndarray:
     return np.asarray(crop, np.float32) / 255.0
 
 
-def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, alpha: bool):
+def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, alpha: bool,
+                     background_p: float = 0.0):  # fmt: skip
     image, mask = decode(example["image"]), decode(example["mask"], "L") >= 128
     caption, scene = text(example["caption"]), text(example["scene_caption"])
     size = image.shape[0]
+    if alpha and background_p and rng.random() < background_p:  # (no draw at 0: the default stream stays)
+        return background_region(scene, mask, rng, tokens)
     kind = rng.integers(4) if alpha else 2
     if kind in (0, 3) and rng.random() < TEMPLATE_P:  # the zero-shot prompts of CLIP@k and the describer
         caption = TEMPLATES[rng.integers(len(TEMPLATES))].format(caption.split(" ", 1)[1])
@@ -104,11 +110,21 @@ def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, al
     return pixels.astype(np.float32), alpha_map.astype(np.float32), tokens(words)
 
 
-def contrastive_loader(source, tokenizer, seed: int, alpha: bool):
+def background_region(scene_caption: str, mask: np.ndarray, rng: np.random.Generator, tokens: Tokens):
+    """A new texture of the scene's background kind, alpha = the object's mask, captioned with the kind."""
+    from clipaway_jax.mini.scenes import texture
+
+    kind = scene_caption.rpartition(" on ")[2]
+    pixels = texture(kind, mask.shape[0], rng).astype(np.float32) / 255.0
+    words = TEMPLATES[rng.integers(len(TEMPLATES))].format(kind) if rng.random() < TEMPLATE_P else kind
+    return pixels, mask.astype(np.float32), tokens(words)
+
+
+def contrastive_loader(source, tokenizer, seed: int, alpha: bool, background_p: float = 0.0):
     tokens = Tokens(tokenizer)
 
     def load(indices: np.ndarray) -> dict:
-        pairs = [contrastive_pair(source[int(i)], np.random.default_rng([seed, int(i)]), tokens, alpha)
+        pairs = [contrastive_pair(source[int(i)], np.random.default_rng([seed, int(i)]), tokens, alpha, background_p)
                  for i in indices]  # fmt: skip
         images, alphas, ids = (np.stack(column) for column in zip(*pairs))
         return {"images": images, "alpha": alphas, "text_ids": ids}

@@ -45,6 +45,9 @@ def base_config() -> ConfigDict:
     c.log_every = 50
     c.fsdp = 1  # shard params and optimizer state over this many devices
 
+    # the contrastive tasks (alpha-clip)
+    c.background_p = 0.0  # share of pairs: a fresh background texture under the object's mask <-> its name
+
     # the VAE task
     c.vae_l2_weight = 0.0  # weight of the squared error beside LDM's L1 (PSNR measures the squared error)
 
