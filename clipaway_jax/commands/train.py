@@ -126,6 +126,7 @@ class Task:
 def main(args) -> int:
     from clipaway_jax.commands.infer import init_distributed
 
+    config = read_config(args)  # a wrong file or field fails before anything starts
     init_distributed(args)
     import jax
 
@@ -133,7 +134,6 @@ def main(args) -> int:
     from clipaway_jax.sharding import FSDP_RULES, REPLICATED, make_mesh
     from clipaway_jax.training.config import resolved
 
-    config = read_config(args)
     cfg = train_config(config)
     record = resolved(config, args.config)
     if jax.process_index() == 0:  # what this run is, beside its checkpoints
