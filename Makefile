@@ -22,9 +22,10 @@ app: $(BIN)/.installed
 	$(BIN)/clipaway-jax app $(ARGS)
 
 # Two workers, a test file each at a time (module fixtures stay shared; the heaviest files first, see
-# tests/conftest.py). On a fresh clone on this 2-core machine, 2026-11-23: 12.7 min whole (647 s of pytest, the
-# rest is the install) while the machine ran at its morning speed, 14.8 min (734 s) once it had slowed (the
-# same work then took +20% CPU); 259 passed. The CI run before these cuts took 828 s whole. --durations lists
+# tests/conftest.py). On a fresh clone on this 2-core machine, 2026-12-01: 13.2 min whole (670 s of pytest, the
+# rest is the install; 287 passed, 1 xfailed) with the machine at full speed; an earlier run of nearly the same
+# suite took 19.0 min (943 s) with the machine in its slow phase (the bf16 test 69 s against 42 s). The wheel
+# test (a fresh venv with the wheel alone) adds about 45 s, the config test about a minute. --durations lists
 # the slowest.
 test: $(BIN)/.installed chromium
 	$(BIN)/ruff check .
