@@ -121,11 +121,9 @@ def _write_masks(source, out: Path, count: int) -> Path:
     return out
 
 
-def removed_share(checkpoint: Path, folder: Path, source, count: int) -> float:
+def removed_share(painted_in, folder: Path, source, count: int) -> float:
     """% of results whose masked region's top-1 class is a background (clipaway_jax/mini/measures.py)."""
-    from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.mini.batches import decode
-    from clipaway_jax.mini.measures import PaintedIn
 
     paths = [folder / f"{i:08d}.png" for i in range(count)]
     present = [i for i, p in enumerate(paths) if p.is_file()]
@@ -133,8 +131,7 @@ def removed_share(checkpoint: Path, folder: Path, source, count: int) -> float:
         return float("nan")
     images = np.stack([decode(paths[i].read_bytes()) for i in present]).astype(np.float32) / 255.0
     masks = np.stack([decode(source[i]["mask"], "L") >= 128 for i in present]).astype(np.float32)
-    painted = PaintedIn(load_checkpoint(checkpoint, networks=["alpha_clip", "clip_text"]))(images, masks)
-    return 100.0 * float(1.0 - painted.mean())
+    return 100.0 * float(1.0 - painted_in(images, masks).mean())
 
 
 CLIPAWAY_COLUMNS = ("FD-CLIP", "CMMD", "CLIP Dist", "CLIP@1", "CLIP@3", "CLIP@5")
@@ -193,11 +190,16 @@ def main(argv=None) -> int:
     checkpoint = checkpoint_or_default(args.checkpoint)
     truth, labels, count = write_truth(args.data_dir, args.out, args.count, args.split)
     methods = list(dict.fromkeys(["OpenCV Telea", *args.methods]))  # every row is compared with Telea
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.mini.measures import PaintedIn
+
+    painted_in = PaintedIn(load_checkpoint(checkpoint, networks=["alpha_clip", "clip_text"]))  # once for all rows
+    source = source_of(args.data_dir, args.split)
     results = {}
     for name in methods:
         results[name] = run_method(name, checkpoint, args.data_dir, args.out, truth, labels, count, args.split)
         folder = truth if name == "ground truth" else args.out / SLUG[name]
-        results[name]["removed"] = removed_share(checkpoint, folder, source_of(args.data_dir, args.split), count)
+        results[name]["removed"] = removed_share(painted_in, folder, source, count)
     telea = results["OpenCV Telea"]["per_image_psnr_mask"]
     for m in results.values():
         m["beats_telea"] = beats(m["per_image_psnr_mask"], telea)

@@ -13,11 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipaway_jax import xla
-from clipaway_jax.models.clipaway import focused_embeddings
+from clipaway_jax.preprocess import alpha_clip_inputs
 
 
 def _top_is_object(alpha_clip, params, images, masks, objects, scenes):
-    e_mask, _ = focused_embeddings(alpha_clip, params, images, masks)
+    pixels, alpha = alpha_clip_inputs(images, masks, alpha_clip.config.image_size)  # e_f alone, not e_b too
+    e_mask = alpha_clip.apply(params, pixels, alpha).image_embeds
     e_mask = e_mask / jnp.linalg.norm(e_mask, axis=-1, keepdims=True)
     best_object = jnp.max(e_mask @ objects.T, axis=-1)
     best_scene = jnp.max(e_mask @ scenes.T, axis=-1)
