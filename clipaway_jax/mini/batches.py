@@ -9,8 +9,9 @@ come from (seed, example index), so a resumed run sees the same batches.
                                     the object's mask <-> "bricks" (a region with nothing in it; the
                                     texture is drawn anew, never the scene's ground-truth background)
     inpainting:  the ORIGINAL image under a random mask (the whole image, the object's dilated 0-2 px,
-                 or strokes and boxes: `MaskRecipe`), the scene caption 30% of the time (else ""), the
-                 image embedding kept 85% (`InpaintRecipe`; the training config sets both).
+                 that silhouette moved off the object, or strokes and boxes: `MaskRecipe`), the scene
+                 caption 30% of the time (else ""), the image embedding kept 85% (`InpaintRecipe`; the
+                 training config sets both).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class MaskRecipe:
 
     whole: float = 0.0  # share of examples with everything masked
     object: float = 0.5  # share of the others with the object's own mask, dilated 0-2 px
+    elsewhere: float = 0.0  # share of the rest with that silhouette moved off the object (what is under it
+    #                         is the scene's background or other objects, not the object)
     random_area: tuple[float, float] = (0.02, 0.4)  # the rest: strokes and boxes covering this much
 
 
@@ -144,14 +147,40 @@ def training_mask(example: dict, rng: np.random.Generator, size: int,
     if recipe.whole and rng.random() < recipe.whole:  # (no draw at 0: the default keeps its random stream)
         return np.ones((size, size), np.float32)
     if rng.random() < recipe.object:
-        mask = Image.fromarray(decode(example["mask"], "L"))
-        grow = int(rng.integers(0, 3))
-        if grow:
-            from PIL import ImageFilter
-
-            mask = mask.filter(ImageFilter.MaxFilter(2 * grow + 1))
-        return (np.asarray(mask) >= 128).astype(np.float32)
+        return grown(decode(example["mask"], "L") >= 128, int(rng.integers(0, 3)))
+    if recipe.elsewhere and rng.random() < recipe.elsewhere:
+        return moved_off(decode(example["mask"], "L") >= 128, rng)
     return random_mask(rng, size, tuple(recipe.random_area))
+
+
+def grown(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """The mask dilated by `pixels` (a square max filter), as float32."""
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    if pixels:
+        from PIL import ImageFilter
+
+        image = image.filter(ImageFilter.MaxFilter(2 * pixels + 1))
+    return (np.asarray(image) >= 128).astype(np.float32)
+
+
+def moved_off(mask: np.ndarray, rng: np.random.Generator, tries: int = 20) -> np.ndarray:
+    """The object's silhouette (dilated 0-2 px, maybe mirrored) shifted to where it covers at most a tenth
+    of the object: an object-shaped hole with the object NOT under it, so that a hole's shape alone does not
+    say "paint an object" (the image tokens and the visible rest must). Shifts wrap around the border.
+    Falls back to the least overlapping of the tries (a large object leaves no room)."""
+    shape = grown(mask, int(rng.integers(0, 3)))
+    if rng.random() < 0.5:
+        shape = shape[:, ::-1]
+    size, best, best_overlap = mask.shape[0], shape, np.inf
+    for _ in range(tries):
+        dy, dx = rng.integers(0, size, 2)
+        moved = np.roll(shape, (int(dy), int(dx)), axis=(0, 1))
+        overlap = float((moved * mask).sum()) / max(float(mask.sum()), 1.0)
+        if overlap <= 0.1:
+            return np.ascontiguousarray(moved)
+        if overlap < best_overlap:
+            best, best_overlap = moved, overlap
+    return np.ascontiguousarray(best)
 
 
 def inpaint_loader(source, tokenizer, seed: int, recipe: InpaintRecipe = InpaintRecipe()):

@@ -59,7 +59,7 @@ def base_config() -> ConfigDict:
     c.mask_area = (0.01, 0.4)  # unet: random mask area range
     c.remat = False  # rematerialize UNet blocks (less memory, more compute)
     # inpaint, t2i and unet with captions (mini_scenes data): clipaway_jax/mini/batches.py InpaintRecipe
-    c.inpaint_masks = ConfigDict({"whole": 0.0, "object": 0.5, "random_area": (0.02, 0.4)})
+    c.inpaint_masks = ConfigDict({"whole": 0.0, "object": 0.5, "elsewhere": 0.0, "random_area": (0.02, 0.4)})
     c.caption_p = 0.3  # share of examples conditioned on the scene caption (else "")
     c.keep_image_p = 0.85  # share keeping the image embedding (else zeros, for classifier-free guidance)
     return c
@@ -69,7 +69,8 @@ def inpaint_recipe(c: ConfigDict):
     """The mini loaders' InpaintRecipe from a config's fields."""
     from clipaway_jax.mini.batches import InpaintRecipe, MaskRecipe
 
-    masks = MaskRecipe(c.inpaint_masks.whole, c.inpaint_masks.object, tuple(c.inpaint_masks.random_area))
+    m = c.inpaint_masks
+    masks = MaskRecipe(m.whole, m.object, m.elsewhere, tuple(m.random_area))
     return InpaintRecipe(masks, c.caption_p, c.keep_image_p)
 
 
