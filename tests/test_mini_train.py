@@ -169,7 +169,13 @@ def test_checkpoint_pipeline_defaults_apply_only_to_flags_not_given():
     assert (args.steps, args.scheduler, args.dilate_iterations) == (7, "ddim", 1)
     args = parser.parse_args([])
     pipeline_args.resolve_defaults(args, {})
-    assert (args.steps, args.scheduler, args.dilate_iterations) == (50, "pndm", 5)  # the published settings
+    assert (args.steps, args.scheduler, args.dilate_iterations, args.paste_back) == (50, "pndm", 5, 0)  # published
+    args = parser.parse_args([])
+    pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"paste_back": 1}})
+    assert args.paste_back == 1  # the mini model's own default
+    args = parser.parse_args(["--paste-back", "0"])
+    pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"paste_back": 1}})
+    assert args.paste_back == 0  # the flag wins
     args = parser.parse_args(["--base", "blended"])
     pipeline_args.resolve_defaults(args, {})
     assert args.scheduler == "ddim"  # Blended Latent Diffusion's sampler
@@ -291,6 +297,30 @@ def test_the_mask_recipe_masks_everything_in_its_share_only():
     assert not any(m.all() for m in default)
     own = [np.array_equal(m, decode(scenes[i % 8]["mask"], "L") >= 128) for i, m in enumerate(default)]
     assert 3 <= sum(own) <= 30  # half are the object's mask, a third of those undilated
+
+def test_moved_off_masks_keep_the_silhouette_and_leave_the_object_uncovered():
+    from clipaway_jax.mini.batches import MaskRecipe, decode, grown, moved_off, training_mask
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import render
+
+    small = [s for s in (render(0, i, 64) for i in range(40)) if s.area < 0.1][:6]
+    assert len(small) >= 4
+    for i, scene in enumerate(small):
+        mask = scene.mask >= 128
+        moved = moved_off(mask, np.random.default_rng([1, i]))
+        assert (moved * mask).sum() <= 0.1 * mask.sum()  # the object is not under it
+        sizes = [grown(mask, p).sum() for p in range(3)]
+        assert min(sizes) <= moved.sum() <= max(sizes)  # the object's silhouette, dilated 0-2 px
+        again = moved_off(mask, np.random.default_rng([1, i]))
+        np.testing.assert_array_equal(moved, again)  # seeded: a resumed run sees the same masks
+    scenes = [example(s, i) for i, s in enumerate(small)]
+    recipe = MaskRecipe(object=0.0, elsewhere=1.0)
+    for i, ex in enumerate(scenes):
+        mask = decode(ex["mask"], "L") >= 128
+        assert (training_mask(ex, np.random.default_rng(i), 64, recipe) * mask).sum() <= 0.1 * mask.sum()
+    huge = np.ones((16, 16), bool)  # no room anywhere: the least overlapping try, still a mask
+    assert moved_off(huge, np.random.default_rng(0)).all()
+
 
 
 def test_background_pairs_put_a_fresh_texture_under_the_objects_mask():
