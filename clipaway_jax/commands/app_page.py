@@ -75,7 +75,7 @@ class Remover:
             args = loading_args(self.checkpoint, self.cache_dir)
             self.pipe, self.describer = pipeline_args.load_pipeline(args)
             self.defaults = Settings(steps=args.steps, scheduler=args.scheduler, dilation=args.dilate_iterations,
-                                     negative_prompt=args.negative_prompt)  # fmt: skip
+                                     paste_back=args.paste_back, negative_prompt=args.negative_prompt)  # fmt: skip
         except Exception as err:  # shown on the page: the server stays up and says what went wrong
             self.error = f"{type(err).__name__}: {err}"
         finally:
@@ -135,7 +135,7 @@ def loading_args(checkpoint: Path, cache_dir: str) -> argparse.Namespace:
     return argparse.Namespace(checkpoint=checkpoint, dtype="auto", unet_variant="inpaint", objects=None,
                               scenes=None, cache_dir=cache_dir, guidance_mode="clipaway+dcgd" if describe else
                               "clipaway", steps=None, scheduler=None, dilate_iterations=None,
-                              negative_prompt=None)  # fmt: skip
+                              paste_back=None, negative_prompt=None)  # fmt: skip
 
 
 def call_args(settings: Settings) -> argparse.Namespace:
@@ -305,15 +305,16 @@ def build(remover: Remover, label: str, examples: list[dict]):
                   panels]  # fmt: skip
         outputs = [result, compare, used, gallery, texts, download, status]
         button.click(run, inputs, outputs, concurrency_limit=1)
-        page.load(lambda: _set_defaults(remover), None, [steps, scheduler, dilation])
+        page.load(lambda: _set_defaults(remover), None, [steps, scheduler, dilation, paste_back])
     return page.queue(default_concurrency_limit=1)
 
 
 def _set_defaults(remover: Remover):
-    """The checkpoint's own defaults into the controls, once it is loaded (the mini model: 25 DDIM steps)."""
+    """The checkpoint's own defaults into the controls, once it is loaded (the mini model: 25 DDIM steps,
+    paste-back on)."""
     remover.ready.wait(timeout=600)
     d = remover.defaults or Settings()
-    return d.steps, d.scheduler, d.dilation
+    return d.steps, d.scheduler, d.dilation, d.paste_back
 
 
 def to_u8(array: np.ndarray) -> np.ndarray:

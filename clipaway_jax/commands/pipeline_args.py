@@ -119,9 +119,9 @@ def add(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--paste-back",
         type=at_least(0),
-        default=0,
         metavar="RADIUS",
-        help="paste the unmasked pixels back with a feathered edge of RADIUS px (default 0 = off)",
+        help="paste the unmasked pixels back with a feathered edge of RADIUS px; 0 = off (default 0, as the "
+        "original, or the checkpoint's own default: the mini model's is 1)",
     )
     g = p.add_argument_group("runtime")
     g.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
@@ -139,7 +139,7 @@ def compute_dtype(name: str) -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
-BUILT_IN_DEFAULTS = dict(steps=50, scheduler="pndm", dilate_iterations=5,
+BUILT_IN_DEFAULTS = dict(steps=50, scheduler="pndm", dilate_iterations=5, paste_back=0,
                          negative_prompt=DEFAULT_NEGATIVE_PROMPT)  # the published CLIPAway settings  # fmt: skip
 
 

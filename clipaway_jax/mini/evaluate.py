@@ -2,7 +2,8 @@
 split (or, for diagnosis, the validation split) with our own `infer` and `eval`, in both papers'
 layouts, beside what a person would use instead and with the ground truth as the upper bound.
 
-    rows:   CLIPAway (published guidance) | plain inpainting with MLP(e_b) tokens (no projection) |
+    rows:   CLIPAway (published guidance; the checkpoint's paste-back, and without it) |
+            plain inpainting with MLP(e_b) tokens (no projection) |
             no image tokens (empty prompt) | DCGD (12-channel UNet, T_info vs T_mask) | CLIPAway + DCGD |
             Blended (Blended Latent Diffusion on the text-to-image UNet, no image tokens) |
             Blended + CLIPAway (the same base with CLIPAway's tokens: the plug-and-play rows) |
@@ -31,6 +32,7 @@ from clipaway_jax.mini.baselines import CLASSICAL, write_results
 
 METHODS = {
     "CLIPAway": [],
+    "CLIPAway, no paste-back": ["--paste-back", "0"],
     "MLP(e_b), no projection": ["--image-tokens", "background"],
     "no image tokens": ["--ip-scale", "0"],
     "DCGD": ["--guidance-mode", "dcgd", "--unet-variant", "dcgd12"],
@@ -40,7 +42,8 @@ METHODS = {
 }
 ORACLE = "oracle tokens (diagnostic)"
 ORACLE_ARGS = ["--image-tokens", "focused"]
-SLUG = {"CLIPAway": "clipaway", "MLP(e_b), no projection": "mlp_eb", "no image tokens": "no_image_tokens",
+SLUG = {"CLIPAway": "clipaway", "CLIPAway, no paste-back": "clipaway_no_paste_back",
+        "MLP(e_b), no projection": "mlp_eb", "no image tokens": "no_image_tokens",
         "DCGD": "dcgd", "CLIPAway + DCGD": "clipaway_dcgd", "Blended": "blended",
         "Blended + CLIPAway": "blended_clipaway", "OpenCV Telea": "telea", "OpenCV NS": "navier_stokes",
         "flat fill (ring mean)": "flat_fill", "do nothing": "do_nothing", ORACLE: "oracle_tokens",

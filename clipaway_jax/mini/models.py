@@ -45,7 +45,9 @@ SCHEDULER = dict(_class_name="PNDMScheduler", beta_start=0.00085, beta_end=0.012
 # The pipeline's flags scaled to 64 px (SD's 5x5 x 5 dilation would grow a 64 px mask by 10 px), and no
 # negative text: the mini text tower never saw IP-Adapter's "monochrome, lowres, ..." (measured on 32 test
 # scenes, 25 DDIM steps, guidance 7.5: MAE in the mask 0.248 without it, 0.334 with it).
-PIPELINE_DEFAULTS = dict(dilate_iterations=1, steps=25, scheduler="ddim", negative_prompt="")
+# Paste-back on (radius 1 px at 64 px): outside the dilated mask the result is the input (published
+# checkpoints keep the original's behaviour, off).
+PIPELINE_DEFAULTS = dict(dilate_iterations=1, steps=25, scheduler="ddim", negative_prompt="", paste_back=1)
 
 OBJECT_LABELS = [f"{colour} {shape}" for shape in SHAPES for colour in COLOURS]
 SCENE_LABELS = list(BACKGROUNDS)
