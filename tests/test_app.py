@@ -59,15 +59,41 @@ def browser():
         chromium.close()
 
 
+SCENE = 21_159  # a red cross on grass, alone, in the middle: the object the browser test brushes over
+
+
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
     """A mini-world scene, resized to 96x128: something the mini model knows, at a size it does not."""
     from clipaway_jax.mini.scenes import render
 
-    scene = render(0, 21_003)
+    scene = render(0, SCENE)
     path = tmp_path_factory.mktemp("photo") / "scene.png"
     Image.fromarray(scene.image).resize((W, H), Image.BICUBIC).save(path)
     return path
+
+
+def _object_mask() -> np.ndarray:
+    """The scene's object at the photo's size (what the stroke must cover)."""
+    from clipaway_jax.mini.scenes import render
+
+    return np.asarray(Image.fromarray(render(0, SCENE).mask).resize((W, H), Image.NEAREST)) >= 128
+
+
+def _brush_over_the_object(page, box, zoom: float = 3.0, margin: float = -10.0) -> None:
+    """Zigzag strokes over the object's bounding box shrunk by `margin` (the brush is ~20 photo px
+    wide), many mouse moves with the button held, as a person paints. The editor shows the photo centred
+    at `zoom` screen px per photo px (its "300%"); the test's coverage check says if that ever changes."""
+    ys, xs = np.nonzero(_object_mask())
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    at = lambda x, y: (cx + zoom * (x - W / 2), cy + zoom * (y - H / 2))
+    x0, x1, y0, y1 = xs.min() - margin, xs.max() + margin, ys.min() - margin, ys.max() + margin
+    page.mouse.move(*at(x0, y0))
+    page.mouse.down()
+    for row, y in enumerate(np.arange(y0, y1 + 1, 4.0)):
+        page.mouse.move(*at(x1 if row % 2 == 0 else x0, y), steps=8)
+        page.mouse.move(*at(x1 if row % 2 == 0 else x0, y + 4.0), steps=2)
+    page.mouse.up()
 
 
 def _open(browser, url):
@@ -87,13 +113,7 @@ def test_paint_a_mask_remove_and_compare(server, browser, photo, tmp_path):
     page.locator("#editor canvas").first.wait_for()
     page.wait_for_timeout(1000)
     page.get_by_role("button", name="Brush", exact=True).click()
-    box = page.locator("#editor canvas").first.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 20, cy - 10)
-    page.mouse.down()
-    for i in range(15):  # a real stroke: many mouse moves with the button held
-        page.mouse.move(cx - 20 + 3 * i, cy - 10 + 2 * i, steps=2)
-    page.mouse.up()
+    _brush_over_the_object(page, page.locator("#editor canvas").first.bounding_box())
     page.locator("#paste-back input[type=number]").fill("2")
     page.locator("#paste-back input[type=number]").press("Enter")
     start = time.perf_counter()
@@ -108,6 +128,7 @@ def test_paint_a_mask_remove_and_compare(server, browser, photo, tmp_path):
     assert result.shape == original.shape == (H, W, 3)
     mask = used[..., 0] >= 128
     assert 0.005 < mask.mean() < 0.5, "the painted stroke is the mask"
+    assert mask[_object_mask()].mean() > 0.95, "the strokes cover the object"
     # paste-back: outside the mask grown by dilation + feather (scaled to this size, with a margin), exact input
     far = ~np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(__import__("PIL.ImageFilter").ImageFilter
                                                                           .MaxFilter(33))).astype(bool)  # fmt: skip
