@@ -225,3 +225,26 @@ def test_remat_gives_the_same_gradients():
     grads = [jax.jit(jax.grad(lambda p, m=m: m.apply(p, *x).sum()))(params) for m in (unet, unet.clone(remat=True))]
     for a, b in zip(*(jax.tree_util.tree_leaves(g) for g in grads)):
         np.testing.assert_allclose(a, b, atol=1e-5 * max(1.0, float(np.abs(a).max())))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weights_equal_diffusers(prediction_type):
+    """The weights of `--config.snr_gamma`, against diffusers' compute_snr and its train_text_to_image.py
+    weighting, on SD's scaled-linear schedule."""
+    torch = pytest.importorskip("torch")
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
+    from clipaway_jax.training.tasks import min_snr_weights
+
+    schedule = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    timesteps = torch.tensor([0, 1, 10, 100, 250, 500, 750, 999])
+    snr = compute_snr(DDPMScheduler(**schedule), timesteps)
+    theirs = torch.stack([snr, 5.0 * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+    theirs = theirs / (snr + 1 if prediction_type == "v_prediction" else snr)
+    alpha_bar = np.asarray(alphas_cumprod(SchedulerConfig.from_dict(schedule, {})), np.float32)[timesteps.numpy()]
+    mine = min_snr_weights(jax.numpy.asarray(alpha_bar), 5.0, prediction_type)
+    np.testing.assert_allclose(np.asarray(mine), theirs.numpy(), rtol=1e-5)
+    assert float(mine[0]) < 0.01 and float(mine[-1]) == pytest.approx(1.0 if prediction_type == "epsilon" else 0.0,
+                                                                      abs=1e-2)  # fmt: skip

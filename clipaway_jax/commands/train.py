@@ -221,7 +221,7 @@ def _unet_task(config, workdir, cfg):
         load = tasks.unet_batch_loader(source, config.size, ids, config.seed, tuple(config.mask_area))
     name = "unet_dcgd12" if config.unet_variant == "dcgd12" else "unet"
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
-                           name)  # fmt: skip
+                           name, snr_gamma=config.snr_gamma)  # fmt: skip
     return Task({name: entry}, {name: params}, loss, frozen, load, len(source))
 
 
@@ -296,7 +296,8 @@ def _inpaint_task(config, workdir, cfg):
     unet = _module(entries["unet"], config).clone(remat=config.remat)
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in frozen_names})
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
-                           "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], config))  # fmt: skip
+                           "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], config),
+                           config.snr_gamma)  # fmt: skip
     source = data_source(config, workdir)
     load = _inpaint_loader(config, source, ckpt)
     return Task(entries, params, loss, frozen, load, len(source))
@@ -321,7 +322,7 @@ def _t2i_task(config, workdir, cfg):
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in frozen_names})
     unet = _module(entry, config).clone(remat=config.remat)
     inner = tasks.unet_loss(unet, vae, ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}), "unet_t2i",
-                            ckpt.module("image_encoder"), ckpt.module("image_proj"))  # fmt: skip
+                            ckpt.module("image_encoder"), ckpt.module("image_proj"), config.snr_gamma)  # fmt: skip
 
     def loss(params, frozen, batch, rng):
         full = {**frozen["unet"]["params"], **params["unet_t2i"]}

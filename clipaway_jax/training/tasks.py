@@ -100,11 +100,12 @@ def load_cached_embeddings(folder: Path) -> dict[str, np.ndarray]:
 
 
 def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet", image_encoder=None,
-              image_proj=None):  # fmt: skip
+              image_proj=None, snr_gamma: float = 0.0):  # fmt: skip
     """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet (or a 4-channel text-to-image one),
     conditioned on per-example text;
     with `image_proj`, also on IP-Adapter tokens of the whole image's embedding (zeroed where the batch's
-    `keep_image` is 0: IP-Adapter's condition dropout, for classifier-free guidance)."""
+    `keep_image` is 0: IP-Adapter's condition dropout, for classifier-free guidance).
+    `snr_gamma` > 0 weights each example by min-SNR-gamma (Hang et al. 2023, as diffusers' `snr_gamma`)."""
     cfg = SchedulerConfig.from_dict(scheduler_config, {})
     alphas = jnp.asarray(alphas_cumprod(cfg), jnp.float32)
     sf = vae.config.scaling_factor
@@ -144,9 +145,19 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
             embeds = embeds * batch["keep_image"][:, None]
             tokens = image_proj.apply({"params": params["image_proj"]}, jax.lax.stop_gradient(embeds))
         prediction = unet.apply({"params": params[name]}, jnp.concatenate([noisy, condition], -1), t, context, tokens)
-        return jnp.mean((prediction.astype(jnp.float32) - target) ** 2)
+        error = jnp.mean((prediction.astype(jnp.float32) - target) ** 2, axis=(1, 2, 3))
+        if snr_gamma > 0:
+            error = error * min_snr_weights(alphas[t], snr_gamma, cfg.prediction_type)
+        return jnp.mean(error)
 
     return loss
+
+
+def min_snr_weights(alpha_bar: jax.Array, gamma: float, prediction_type: str = "epsilon") -> jax.Array:
+    """Min-SNR-gamma loss weights per timestep, as diffusers' train_text_to_image.py: min(SNR, gamma) / SNR
+    for epsilon targets, min(SNR, gamma) / (SNR + 1) for v-prediction; SNR = alpha_bar / (1 - alpha_bar)."""
+    snr = alpha_bar / (1 - alpha_bar)
+    return jnp.minimum(snr, gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
 
 
 def unet_batch_loader(source, image_size: int, text_ids: np.ndarray, seed: int, area=(0.01, 0.4)):
