@@ -1,6 +1,7 @@
 """DCGD: dual text guidance equals diffusers' inpaint pipeline with (T_info, T_mask) prompts; the region
 describer picks the right labels; the 12-channel UNet starts equal to the 9-channel one."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,6 +140,31 @@ def test_twelve_channel_unet_starts_equal_to_nine_channel_without_mask(tiny_chec
     out9 = jax.jit(unet9.apply)({"params": ckpt.params["unet"]}, nine, 500, ctx)
     # the same sum with zero terms added: equal up to float reordering in conv_in (the parity bar)
     assert_close(out12, out9, "12-channel vs 9-channel with mask 0")
+
+
+def test_the_dcgd_unet_of_eight_latent_channels_starts_equal_to_the_inpainting_one():
+    """3L channels from 2L + 1 for a VAE of L = 8 latent channels (the mini world's option); the kinds are
+    read from the channel counts, and a count that is none of them is refused by name."""
+    from clipaway_jax.models.dcgd import unet_kind
+    from clipaway_jax.models.unet import UNetConfig
+
+    config = UNetConfig(sample_size=8, in_channels=17, out_channels=8, block_out_channels=(16,), layers_per_block=1,
+                        norm_num_groups=8, cross_attention_dim=32, attention_head_dim=2,
+                        down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",))  # fmt: skip
+    rng = np.random.RandomState(0)
+    x, z_obj, z_bg = (rng.randn(2, 8, 8, 8).astype(np.float32) for _ in range(3))
+    ctx = rng.randn(2, 5, 32).astype(np.float32)
+    nine = jnp.concatenate([x, jnp.zeros((2, 8, 8, 1)), z_bg], -1)
+    params = nn.meta.unbox(UNet2DConditionModel(config).init(jax.random.key(0), nine, 500, ctx)["params"])
+    params24, config24 = dcgd12_from_inpaint(params, config)
+    assert config24.in_channels == 24 and [unet_kind(c) for c in (config, config24)] == ["inpaint", "dcgd"]
+    assert unet_kind(config.replace(in_channels=8)) == "text-to-image"
+    out24 = UNet2DConditionModel(config24).apply({"params": params24}, dcgd_input(x, z_obj, z_bg), 500, ctx)
+    out17 = UNet2DConditionModel(config).apply({"params": params}, nine, 500, ctx)
+    assert_close(out24, out17, "24-channel vs 17-channel with mask 0")
+    with pytest.raises(ValueError, match="8 latent channels takes 8 .text-to-image., 17 .inpaint., 24 .dcgd. input "
+                                         "channels, not 9"):  # fmt: skip
+        unet_kind(config.replace(in_channels=9))
 
 
 def test_dcgd12_unet_converts_and_runs_in_the_pipeline(published, tmp_path, capsys):

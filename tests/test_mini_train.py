@@ -339,3 +339,46 @@ def test_background_pairs_put_a_fresh_texture_under_the_objects_mask():
     np.testing.assert_array_equal(alpha, decode(example(scene, 5)["mask"], "L") >= 128)
     assert pixels.shape == (32, 32, 3) and not np.allclose(pixels, scene.background / 255.0, atol=0.02)
     assert scene.background_kind in captions[0] and scene.target.shape not in captions[0]
+
+
+def test_eight_latent_channels_train_and_remove_with_every_base(world, tmp_path):
+    """A VAE of 8 latent channels (the mini world's option for a finer latent): the UNets take 17
+    (inpainting), 24 (DCGD) and 8 (text-to-image) channels; each task's loss runs and each base removes."""
+    from clipaway_jax.commands import train
+    from clipaway_jax.models.dcgd import unet_kind
+    from clipaway_jax.models.unet import UNetConfig
+    from clipaway_jax.pipelines.clipaway import CLIPAwayPipeline, RemovalOptions
+
+    root, frozen = world
+    manifest = json.loads((frozen / "manifest.json").read_text())
+    init = manifest["init"]
+    init["vae"]["config"] = dict(init["vae"]["config"], latent_channels=8)
+    init["unet"]["config"] = dict(init["unet"]["config"], in_channels=17, out_channels=8)
+    assert unet_kind(UNetConfig.from_dict(init["unet"]["config"])) == "inpaint"
+    names = ("vae", "unet", "image_proj", "mlp")
+    init["mlp"]["config"] = dict(init["mlp"]["config"], alpha_clip_embed_dim=16, ip_adapter_embed_dim=24)
+    ckpt = tmp_path / "eight"
+    train.export(frozen, ckpt, {n: train.init_params(init[n], i) for i, n in enumerate(names)},
+                 {n: init[n] for n in names})  # fmt: skip
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    (ckpt / "manifest.json").write_text(json.dumps({**manifest, "init": init}))
+    for task, extra in (("inpaint", []), ("unet", ["--config.unet_variant=dcgd12", "--config.captions=True"]),
+                        ("t2i", [])):  # fmt: skip
+        stage = {"inpaint": "inpaint", "unet": "inpaint", "t2i": "t2i"}[task]
+        config = _config(stage, ckpt, root, f"--config.task={task}", *extra)
+        made = train.TASKS[task](config, tmp_path / task, train.train_config(config))
+        loss = jax.jit(made.loss)(made.params, made.frozen, made.load(np.arange(2)), jax.random.key(0))
+        assert np.isfinite(float(loss)), task
+        if task != "inpaint":
+            train.export(ckpt, ckpt, made.params, made.entries)
+    channels = {n: e["config"]["in_channels"] for n, e in json.loads((ckpt / "manifest.json").read_text())
+                ["networks"].items() if n.startswith("unet")}  # fmt: skip
+    assert channels == {"unet": 17, "unet_dcgd12": 24, "unet_t2i": 8}
+    images = np.random.default_rng(0).random((1, SIZE, SIZE, 3)).astype(np.float32)
+    masks = np.zeros((1, SIZE, SIZE), np.float32)
+    masks[:, 8:20, 8:24] = 1
+    for unet, base in (("unet", "inpaint"), ("unet_dcgd12", "inpaint"), ("unet_t2i", "blended")):
+        pipe = CLIPAwayPipeline.from_checkpoint(ckpt, unet=unet)
+        options = RemovalOptions(steps=2, scheduler="ddim", dilate_iterations=0, base=base)
+        out = np.asarray(pipe.remove(images, masks, options=options))
+        assert out.shape == images.shape and np.isfinite(out).all(), unet

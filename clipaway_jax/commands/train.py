@@ -312,7 +312,8 @@ def _t2i_task(config, workdir, cfg):
     frozen_names = ["unet", "image_proj", "vae", "text_encoder", "image_encoder"]
     ckpt = load_checkpoint(Path(config.checkpoint), networks=frozen_names)
     base = dict(ckpt.manifest["networks"]["unet"])
-    unet_config = UNetConfig.from_dict({**base["config"], "in_channels": 4})
+    latent = base["config"].get("out_channels", 4)  # the text-to-image UNet takes x_t alone
+    unet_config = UNetConfig.from_dict({**base["config"], "in_channels": latent})
     entry = {k: v for k, v in base.items() if k not in ("sources", "trained", "training")}
     entry |= {"config": unet_config.to_dict(), "params_of": "unet", "overlay": ["conv_in"],
               "initialized_from": "unet (9-channel inpainting), mask inputs folded into conv_in"}  # fmt: skip

@@ -33,7 +33,8 @@ VAE = dict(block_out_channels=(16, 32, 64), down_block_types=("DownEncoderBlock2
            sample_size=SIZE, scaling_factor=1.0)  # scaling_factor is measured after training  # fmt: skip
 # Two levels (16x16 and 8x8 latents, self- and cross-attention at both): 2.8M params, so that the two
 # UNets (inpainting and DCGD's) fit the 16 MB the shipped set may take in float16.
-UNET = dict(sample_size=SIZE // 4, in_channels=9, out_channels=4, block_out_channels=(64, 96),
+UNET = dict(sample_size=SIZE // 4, in_channels=2 * VAE["latent_channels"] + 1, out_channels=VAE["latent_channels"],
+            block_out_channels=(64, 96),
             layers_per_block=1, norm_num_groups=16, cross_attention_dim=TEXT["hidden_size"], attention_head_dim=4,
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))  # fmt: skip

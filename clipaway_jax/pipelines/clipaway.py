@@ -31,6 +31,7 @@ import numpy as np
 from clipaway_jax import hostmem, xla
 from clipaway_jax.checkpoint import Checkpoint, load_checkpoint
 from clipaway_jax.models import focused_embeddings, projection_block
+from clipaway_jax.models.dcgd import KINDS, unet_kind
 from clipaway_jax.pipelines.images import binarize, dilate, feather
 from clipaway_jax.schedulers import make_sampler
 from clipaway_jax.schedulers.base import at
@@ -76,7 +77,7 @@ class RemovalOptions:
 
 
 BASES = ("inpaint", "blended")
-UNET_CHANNELS = {"inpaint": (9, 12), "blended": (4,)}
+UNET_KINDS = {"inpaint": ("inpaint", "dcgd"), "blended": ("text-to-image",)}  # the UNets each base runs
 # Blended Latent Diffusion's DDIMScheduler(beta_start, beta_end, "scaled_linear", clip_sample=False,
 # set_alpha_to_one=False): the sampling settings come from its script, the noise schedule from the model.
 BLENDED_DDIM = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=0, timestep_spacing="leading")
@@ -170,7 +171,7 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
         """What the UNet sees besides x_t: 9-ch mask ⊕ z(x0∘(1-o)); 12-ch (DCGD) z(x0∘o) ⊕ z(x0∘(1-o))."""
         keep = (masks < 0.5)[..., None]
         x0 = images * 2 - 1
-        if unet.config.in_channels == 12:
+        if unet_kind(unet.config) == "dcgd":
             object_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
             both = encode(params, jnp.concatenate([x0 * ~keep, x0 * keep]), jnp.concatenate([object_keys, keys]))
             return jnp.concatenate(jnp.split(both, 2), axis=-1)
@@ -262,9 +263,10 @@ class CLIPAwayPipeline:
         self.checkpoint, self.mesh = checkpoint, mesh
         self.nets = Networks(*(checkpoint.module(name, dtype) for name in names))
         self.params = {name: {"params": checkpoint.params[source]} for name, source in zip(INFERENCE_NETWORKS, names)}
-        if self.nets.unet.config.in_channels not in (4, 9, 12):
-            raise ValueError(f"{unet}: a UNet of 4 (text-to-image, the blended base), 9 (inpainting) or 12 (DCGD) "
-                             f"input channels, not {self.nets.unet.config.in_channels}")  # fmt: skip
+        try:
+            unet_kind(self.nets.unet.config)
+        except ValueError as err:
+            raise ValueError(f"{unet}: {err} (text-to-image is the blended base's)") from None
         self.unet_name = unet
         self.scheduler_config = checkpoint.manifest.get("scheduler", {})
         self._tokenizer = None
@@ -311,11 +313,13 @@ class CLIPAwayPipeline:
         return self._programs[options]
 
     def check_base(self, base: str) -> None:
-        channels = self.nets.unet.config.in_channels
-        if channels not in UNET_CHANNELS[base]:
-            kind = "a text-to-image" if channels == 4 else "an inpainting"
-            raise ValueError(f"{self.checkpoint.path}: base {base!r} needs a UNet of {UNET_CHANNELS[base]} input "
-                             f"channels; {self.unet_name!r} is {kind} UNet ({channels}). " + BASE_HINT[base])
+        config = self.nets.unet.config
+        kind = unet_kind(config)
+        if kind not in UNET_KINDS[base]:
+            needs = " or ".join(f"{KINDS[k](config.out_channels)}" for k in UNET_KINDS[base])
+            article = "a text-to-image" if kind == "text-to-image" else "an inpainting"
+            raise ValueError(f"{self.checkpoint.path}: base {base!r} needs a UNet of {needs} input channels; "
+                             f"{self.unet_name!r} is {article} UNet ({config.in_channels}). " + BASE_HINT[base])
 
     def compiled(self, options: RemovalOptions, args: tuple):
         """The program compiled ahead of time for these batch shapes (once per shape; the compiler's freed

@@ -15,6 +15,7 @@ import numpy as np
 
 from clipaway_jax import xla
 from clipaway_jax.atomic import write_atomic
+from clipaway_jax.models.dcgd import unet_kind
 from clipaway_jax.preprocess import alpha_clip_inputs
 from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
 from clipaway_jax.training.data import decode_image, random_mask
@@ -121,14 +122,14 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
     def loss(params, frozen, batch, rng):
         images, masks = batch["images"] * 2 - 1, batch["masks"][..., None]
         k_vae, k_t, k_noise = jax.random.split(rng, 3)
-        channels = unet.config.in_channels
-        regions = [images] if channels == 4 else [images, images * (masks < 0.5)]  # x0, x0 without the object
-        if channels == 12:
+        kind = unet_kind(unet.config)
+        regions = [images] if kind == "text-to-image" else [images, images * (masks < 0.5)]  # x0, x0 without the object
+        if kind == "dcgd":
             regions.append(images * (masks >= 0.5))  # the object alone: DCGD's z(x0∘o)
         latents, *parts = encode(frozen, jnp.stack(regions), k_vae)
-        if channels == 12:
+        if kind == "dcgd":
             condition = jnp.concatenate([parts[1], parts[0]], -1)
-        elif channels == 9:
+        elif kind == "inpaint":
             condition = jnp.concatenate([masks[:, ::down, ::down], parts[0]], -1)
         else:  # text-to-image: the noisy latents alone
             condition = latents[..., :0]
@@ -180,13 +181,14 @@ def text_to_image_from_inpaint(params: dict, vae, vae_params, image_size: int) -
     gray = jnp.zeros((1, image_size, image_size, 3))
     encode = jax.jit(lambda p, x: vae.apply({"params": p}, x, method="encode").mean)  # eager flax is slow
     latent = np.asarray(encode(vae_params, gray) * vae.config.scaling_factor).mean(axis=(0, 1, 2))
-    return fold_constant_inputs(params["conv_in"], np.concatenate([[1.0], latent]))
+    return fold_constant_inputs(params["conv_in"], np.concatenate([[1.0], latent]), len(latent))
 
 
-def fold_constant_inputs(conv: dict, constants: np.ndarray) -> dict:
-    """A 3x3 conv whose input channels 4: are the constants `constants`: the conv of channels :4 alone."""
+def fold_constant_inputs(conv: dict, constants: np.ndarray, latent: int = 4) -> dict:
+    """A 3x3 conv whose input channels `latent`: are the constants `constants`: the conv of channels
+    :latent alone."""
     kernel, bias = np.asarray(conv["kernel"]), np.asarray(conv["bias"])
-    if kernel.shape[2] != 4 + len(constants):
-        raise ValueError(f"conv_in takes {kernel.shape[2]} channels; folding needs 4 + {len(constants)}")
-    folded = bias + np.einsum("hwcd,c->d", kernel[:, :, 4:], constants)
-    return {"kernel": kernel[:, :, :4], "bias": folded.astype(bias.dtype)}
+    if kernel.shape[2] != latent + len(constants):
+        raise ValueError(f"conv_in takes {kernel.shape[2]} channels; folding needs {latent} + {len(constants)}")
+    folded = bias + np.einsum("hwcd,c->d", kernel[:, :, latent:], constants)
+    return {"kernel": kernel[:, :, :latent], "bias": folded.astype(bias.dtype)}
