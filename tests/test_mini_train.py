@@ -341,6 +341,28 @@ def test_background_pairs_put_a_fresh_texture_under_the_objects_mask():
     assert scene.background_kind in captions[0] and scene.target.shape not in captions[0]
 
 
+def test_shape_captions_name_the_objects_shape_alone():
+    from clipaway_jax.mini.batches import contrastive_pair
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import COLOURS, render
+
+    scene = render(0, 5, 32)
+    captions = []
+
+    def tokens(words):
+        captions.append(words)
+        return np.zeros(77, np.int32)
+
+    for i in range(60):
+        contrastive_pair(example(scene, 5), np.random.default_rng(i), tokens, True, shape_p=1.0)
+    named = [c for c in captions if scene.target.shape in c and " on " not in c]  # the object's own pairs
+    assert len(named) > 15 and not any(colour in c for c in named for colour in COLOURS)
+    captions.clear()
+    for i in range(60):
+        contrastive_pair(example(scene, 5), np.random.default_rng(i), tokens, True)
+    assert any(scene.target.colour in c and " on " not in c for c in captions)  # default: colour and shape
+
+
 def test_eight_latent_channels_train_and_remove_with_every_base(world, tmp_path):
     """A VAE of 8 latent channels (the mini world's option for a finer latent): the UNets take 17
     (inpainting), 24 (DCGD) and 8 (text-to-image) channels; each task's loss runs and each base removes."""

@@ -255,7 +255,7 @@ def _contrastive_task(vision_name, text_name, alpha):
                                 text_name)  # fmt: skip
         source = data_source(config, workdir)
         tokenizer = load_tokenizer(Path(config.checkpoint) / "tokenizer")
-        load = contrastive_loader(source, tokenizer, config.seed, alpha, config.background_p)
+        load = contrastive_loader(source, tokenizer, config.seed, alpha, config.background_p, config.shape_p)
         scale = lambda p: {n: {"logit_scale": float(p["logit_scale"])} for n in (vision_name, text_name)}
         return Task(entries, params, loss, None, load, len(source), scale)
 

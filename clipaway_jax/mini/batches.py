@@ -8,6 +8,8 @@ come from (seed, example index), so a resumed run sees the same batches.
                                     optionally (`background_p`): a fresh texture of the scene's kind under
                                     the object's mask <-> "bricks" (a region with nothing in it; the
                                     texture is drawn anew, never the scene's ground-truth background)
+                                    optionally (`shape_p`): the object's pairs named by shape alone,
+                                    "a star" (colour alone already tells most captions in a batch apart)
     inpainting:  the ORIGINAL image under a random mask (the whole image, the object's dilated 0-2 px,
                  that silhouette moved off the object, or strokes and boxes: `MaskRecipe`), the scene
                  caption 30% of the time (else ""), the image embedding kept 85% (`InpaintRecipe`; the
@@ -91,13 +93,15 @@ def box_crop(image: np.ndarray, box, size: int) -> np.ndarray:
 
 
 def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, alpha: bool,
-                     background_p: float = 0.0):  # fmt: skip
+                     background_p: float = 0.0, shape_p: float = 0.0):  # fmt: skip
     image, mask = decode(example["image"]), decode(example["mask"], "L") >= 128
     caption, scene = text(example["caption"]), text(example["scene_caption"])
     size = image.shape[0]
     if alpha and background_p and rng.random() < background_p:  # (no draw at 0: the default stream stays)
         return background_region(scene, mask, rng, tokens)
     kind = rng.integers(4) if alpha else 2
+    if kind in (0, 3) and shape_p and rng.random() < shape_p:  # (no draw at 0, as above)
+        caption = "a " + caption.rsplit(" ", 1)[1]  # every shape's name starts with a consonant
     if kind in (0, 3) and rng.random() < TEMPLATE_P:  # the zero-shot prompts of CLIP@k and the describer
         caption = TEMPLATES[rng.integers(len(TEMPLATES))].format(caption.split(" ", 1)[1])
     ones = np.ones((size, size), np.float32)
@@ -123,12 +127,12 @@ def background_region(scene_caption: str, mask: np.ndarray, rng: np.random.Gener
     return pixels, mask.astype(np.float32), tokens(words)
 
 
-def contrastive_loader(source, tokenizer, seed: int, alpha: bool, background_p: float = 0.0):
+def contrastive_loader(source, tokenizer, seed: int, alpha: bool, background_p: float = 0.0, shape_p: float = 0.0):
     tokens = Tokens(tokenizer)
 
     def load(indices: np.ndarray) -> dict:
-        pairs = [contrastive_pair(source[int(i)], np.random.default_rng([seed, int(i)]), tokens, alpha, background_p)
-                 for i in indices]  # fmt: skip
+        pairs = [contrastive_pair(source[int(i)], np.random.default_rng([seed, int(i)]), tokens, alpha, background_p,
+                                  shape_p) for i in indices]  # fmt: skip
         images, alphas, ids = (np.stack(column) for column in zip(*pairs))
         return {"images": images, "alpha": alphas, "text_ids": ids}
 

@@ -47,6 +47,7 @@ def base_config() -> ConfigDict:
 
     # the contrastive tasks (alpha-clip)
     c.background_p = 0.0  # share of pairs: a fresh background texture under the object's mask <-> its name
+    c.shape_p = 0.0  # share of the object's pairs captioned with its shape alone ("a star")
 
     # the VAE task
     c.vae_l2_weight = 0.0  # weight of the squared error beside LDM's L1 (PSNR measures the squared error)
