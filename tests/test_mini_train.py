@@ -404,3 +404,30 @@ def test_eight_latent_channels_train_and_remove_with_every_base(world, tmp_path)
         options = RemovalOptions(steps=2, scheduler="ddim", dilate_iterations=0, base=base)
         out = np.asarray(pipe.remove(images, masks, options=options))
         assert out.shape == images.shape and np.isfinite(out).all(), unet
+
+
+@pytest.mark.parametrize("task", ["inpaint", "t2i", "unet"])
+def test_cached_latents_give_the_loss_of_the_uncached_step(world, with_unet, task, tmp_path):
+    """`cache_latents`: the VAE posteriors (and image embeddings) of every example under its seeded mask,
+    once; the step samples from them. Same loss as encoding in the step (same key, same draws), no
+    images in the batch, and a cache made for another setting is refused."""
+    from clipaway_jax.commands import train
+
+    root, frozen = world
+    checkpoint = frozen if task == "inpaint" else with_unet
+    extra = [f"--config.task={task}"] + (["--config.unet_variant=dcgd12", "--config.captions=True"]
+                                         if task == "unet" else [])  # fmt: skip
+    stage = "t2i" if task == "t2i" else "inpaint"
+    made = {}
+    for cached in (False, True):
+        config = _config(stage, checkpoint, root, *extra, f"--config.cache_latents={cached}")
+        made[cached] = train.TASKS[task](config, tmp_path / "run", train.train_config(config))
+    indices = np.array([5, 0, 17, 3])
+    batches = {cached: made[cached].load(indices) for cached in made}
+    assert "images" in batches[False] and "images" not in batches[True]
+    np.testing.assert_array_equal(batches[True]["masks"], batches[False]["masks"])
+    loss = {c: float(jax.jit(m.loss)(m.params, m.frozen, batches[c], jax.random.key(3))) for c, m in made.items()}
+    assert loss[True] == pytest.approx(loss[False], rel=1e-5), loss
+    config = _config(stage, checkpoint, root, *extra, "--config.cache_latents=True", "--config.seed=1")
+    with pytest.raises(ValueError, match="remove it to cache again"):
+        train.TASKS[task](config, tmp_path / "run", train.train_config(config))

@@ -104,9 +104,9 @@ def test_eight_devices_fsdp_match_one_device(tiny_checkpoint, images, tmp_path):
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     l1, l8 = _metrics(one)[0], _metrics(eight)[0]
-    from clipaway_jax.training.tasks import load_cached_embeddings
+    from clipaway_jax.training.tasks import load_cache
 
-    cached = [load_cached_embeddings(w / "embeddings") for w in (one, eight)]  # 8-way split, padded batch
+    cached = [load_cache(w / "embeddings") for w in (one, eight)]  # 8-way split, padded batch
     for name, array in cached[0].items():
         np.testing.assert_allclose(cached[1][name], array, atol=1e-5 * max(1.0, float(np.abs(array).max())))
     assert abs(l1[5]["loss"] - l8[5]["loss"]) <= 1e-5 * max(1.0, abs(l1[5]["loss"]))

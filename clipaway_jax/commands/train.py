@@ -186,7 +186,7 @@ def _cached_embeddings(workdir, source, alpha_clip, encoder, frozen, size):
         if jax.process_index() == 0:
             print(f"cached embeddings of {len(source)} images in {time.perf_counter() - start:.1f} s")
     multihost_barrier("clipaway-jax embeddings manifest written")
-    return tasks.load_cached_embeddings(folder)
+    return tasks.load_cache(folder)
 
 
 def _mlp_config(ckpt):
@@ -215,7 +215,7 @@ def _unet_task(config, workdir, cfg):
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in ("vae", "text_encoder")})
     source = data_source(config, workdir)
     if config.captions:  # a data set with captions (mini_scenes): its object masks and scene captions
-        load = _inpaint_loader(config, source, ckpt)
+        load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=False)
     else:
         ids = tokenize(load_tokenizer(ckpt.tokenizer_path), [config.prompt])[0]
         load = tasks.unet_batch_loader(source, config.size, ids, config.seed, tuple(config.mask_area))
@@ -299,7 +299,7 @@ def _inpaint_task(config, workdir, cfg):
                            "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], config),
                            config.snr_gamma)  # fmt: skip
     source = data_source(config, workdir)
-    load = _inpaint_loader(config, source, ckpt)
+    load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=True)
     return Task(entries, params, loss, frozen, load, len(source))
 
 
@@ -330,17 +330,52 @@ def _t2i_task(config, workdir, cfg):
         return inner({"unet_t2i": full, "image_proj": frozen["image_proj"]["params"]}, frozen, batch, rng)
 
     source = data_source(config, workdir)
-    load = _inpaint_loader(config, source, ckpt)
+    load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=True)
     return Task({"unet_t2i": entry}, {"unet_t2i": {"conv_in": conv_in}}, loss, frozen, load, len(source))
 
 
-def _inpaint_loader(config, source, ckpt):
-    """Batches of a mini_scenes-like set (object and random masks, captions) as the config's recipe says."""
+def _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds: bool):
+    """Batches of a mini_scenes-like set (object and random masks, captions) as the config's recipe says;
+    with `cache_latents`, what the frozen VAE (and image encoder) make of them instead, computed once."""
     from clipaway_jax.mini.batches import inpaint_loader
     from clipaway_jax.tokenizer import load_tokenizer
     from clipaway_jax.training.config import inpaint_recipe
 
-    return inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed, inpaint_recipe(config))
+    load = inpaint_loader(source, load_tokenizer(ckpt.tokenizer_path), config.seed, inpaint_recipe(config))
+    return _cached_inputs(config, workdir, load, len(source), unet, ckpt, with_embeds) if config.cache_latents else load
+
+
+def _cached_inputs(config, workdir, load, count, unet, ckpt, with_embeds):
+    """Every example's VAE posteriors (and image embedding) under its seeded mask, in WORKDIR/latents: the
+    loader gives each example the same mask and caption in every epoch, so they are fixed per example.
+    Sampling from the posterior stays in the step. A cache made for another setting is refused."""
+    import numpy as np
+
+    from clipaway_jax.models.dcgd import unet_kind
+    from clipaway_jax.training import tasks
+    from clipaway_jax.training.config import inpaint_recipe
+
+    folder = workdir / "latents"
+    setting = {"checkpoint": str(Path(config.checkpoint).resolve()), "data": config.tfds or config.images,
+               "seed": config.seed, "recipe": repr(inpaint_recipe(config)), "unet": unet_kind(unet.config),
+               "image_embeds": with_embeds}  # fmt: skip
+    if not (folder / "manifest.json").is_file():
+        names = ["vae", "image_encoder"] if with_embeds else ["vae"]
+        frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in names})
+        encode = tasks.frozen_inputs(unet, ckpt.module("vae"), ckpt.module("image_encoder") if with_embeds else None)
+        as_stored = lambda batch: {**batch, "masks": batch["masks"].astype(np.uint8)}  # masks are 0 / 1
+        start = time.perf_counter()
+        tasks.write_cache(count, lambda idx: as_stored(load(idx)), lambda f, b: encode(f, b["images"], b["masks"]),
+                          frozen, folder, keep=("masks", "text_ids", "keep_image"),
+                          meta={"setting": setting})  # fmt: skip
+        print(f"cached the frozen networks' inputs of {count} examples in {time.perf_counter() - start:.1f} s")
+    multihost_barrier("clipaway-jax latents manifest written")
+    found = json.loads((folder / "manifest.json").read_text()).get("setting")
+    if found != setting:
+        raise ValueError(f"{folder} was cached for {found}, this run is {setting}: remove it to cache again")
+    arrays = tasks.load_cache(folder)
+    arrays["masks"] = arrays["masks"].astype(np.float32)
+    return lambda idx: {name: array[np.asarray(idx)] for name, array in arrays.items()}
 
 
 TASKS = {"mlp": _mlp_task, "unet": _unet_task, "alpha-clip": _contrastive_task("alpha_clip", "text_encoder", True),

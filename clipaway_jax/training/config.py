@@ -24,6 +24,7 @@ def base_config() -> ConfigDict:
     c.tfds = config_dict.placeholder(str)  # NAME:SPLIT
     c.data_dir = config_dict.placeholder(str)  # tfds data_dir (default WORKDIR/data)
     c.cache_embeddings = False  # mlp: encode the frozen towers once, then train on vectors
+    c.cache_latents = False  # inpaint, t2i, unet with captions: the VAE posteriors and image embeddings once
     c.val_fraction = 0.0  # hold out this fraction of the data for a validation loss
 
     # optimization

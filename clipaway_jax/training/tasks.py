@@ -16,6 +16,7 @@ import numpy as np
 from clipaway_jax import xla
 from clipaway_jax.atomic import write_atomic
 from clipaway_jax.models.dcgd import unet_kind
+from clipaway_jax.models.vae import DiagonalGaussian
 from clipaway_jax.preprocess import alpha_clip_inputs
 from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
 from clipaway_jax.training.data import decode_image, random_mask
@@ -55,9 +56,21 @@ def mlp_loss_from_images(mlp, alpha_clip, image_encoder):
 
 def cache_embeddings(source, alpha_clip, image_encoder, frozen, out: Path, image_size: int,
                      per_device: int = 8) -> Path:  # fmt: skip
-    """Encode every image once and store float32 .npy shards plus a manifest. Each process takes a
-    contiguous slice of the data set and splits its batches over its own devices (no cross-host
-    traffic); process 0 writes the manifest once every shard is on disk."""
+    """The MLP's inputs and targets of every image, encoded once (`write_cache`)."""
+    load = lambda indices: {"images": np.stack([decode_image(source[int(i)]["image"], image_size) for i in indices])}
+
+    def encode(frozen, batch):
+        alpha_embeds, target = frozen_embeddings(alpha_clip, image_encoder, frozen, batch["images"])
+        return {"alpha_embeds": alpha_embeds, "target_embeds": target}
+
+    return write_cache(len(source), load, encode, frozen, out, per_device, meta={"image_size": image_size})
+
+
+def write_cache(count: int, load, encode, frozen, out: Path, per_device: int = 8, keep=(), meta=None) -> Path:
+    """What frozen networks make of every example, computed once: `encode(frozen, load(indices))` ->
+    {name: [B, ...]}, plus the loaded fields named in `keep`, as float32 (or as loaded) .npy shards and a
+    manifest. Each process takes a contiguous slice of the examples and splits its batches over its own
+    devices (no cross-host traffic); process 0 writes the manifest once every shard is on disk."""
     from jax.experimental import multihost_utils
 
     from clipaway_jax.sharding import batch_sharding, make_mesh, replicated
@@ -65,39 +78,64 @@ def cache_embeddings(source, alpha_clip, image_encoder, frozen, out: Path, image
     out.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(devices=jax.local_devices())
     batch = per_device * mesh.size  # one fixed shape: the last batch is padded, so one compile
-    encode = xla.jit(lambda f, x: frozen_embeddings(alpha_clip, image_encoder, f, x))
+    encode = xla.jit(encode)
     frozen = jax.device_put(frozen, replicated(mesh))
-    rank, count = jax.process_index(), jax.process_count()
-    lo, hi = len(source) * rank // count, len(source) * (rank + 1) // count
-    parts = {"alpha_embeds": [], "target_embeds": []}
+    rank, processes = jax.process_index(), jax.process_count()
+    lo, hi = count * rank // processes, count * (rank + 1) // processes
+    parts: dict[str, list] = {}
     for start in range(lo, hi, batch):
-        indices = list(range(start, min(hi, start + batch)))
-        images = np.stack([decode_image(source[i]["image"], image_size) for i in indices])
-        padded = np.concatenate([images, np.repeat(images[-1:], batch - len(indices), 0)])
-        for name, value in zip(parts, encode(frozen, jax.device_put(padded, batch_sharding(mesh, 4)))):
-            parts[name].append(np.asarray(value)[: len(indices)])
+        indices = np.arange(start, min(hi, start + batch))
+        loaded = load(indices)
+        padded = {k: np.concatenate([v, np.repeat(v[-1:], batch - len(v), 0)]) for k, v in loaded.items()}
+        placed = {k: jax.device_put(v, batch_sharding(mesh, v.ndim)) for k, v in padded.items()}
+        encoded = {k: np.asarray(v)[: len(indices)] for k, v in encode(frozen, placed).items()}
+        for name, value in {**{k: loaded[k] for k in keep}, **encoded}.items():
+            parts.setdefault(name, []).append(value)
     for name, values in parts.items():
         array = np.concatenate(values)
-        write_atomic(out / f"{name}.{rank:05d}-of-{count:05d}.npy", lambda f, a=array: np.save(f, a))
-    if count > 1:
-        multihost_utils.sync_global_devices("clipaway-jax embeddings cached")
+        write_atomic(out / f"{name}.{rank:05d}-of-{processes:05d}.npy", lambda f, a=array: np.save(f, a))
+    if processes > 1:
+        multihost_utils.sync_global_devices(f"clipaway-jax cache {out.name} written")
     if rank == 0:
-        files = {name: [f"{name}.{r:05d}-of-{count:05d}.npy" for r in range(count)] for name in parts}
-        manifest = {"count": len(source), "image_size": image_size, "files": files}
+        files = {name: [f"{name}.{r:05d}-of-{processes:05d}.npy" for r in range(processes)] for name in parts}
+        manifest = {"count": count, **(meta or {}), "files": files}
         write_atomic(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
     return out
 
 
-def load_cached_embeddings(folder: Path) -> dict[str, np.ndarray]:
+def load_cache(folder: Path) -> dict[str, np.ndarray]:
     manifest = json.loads((folder / "manifest.json").read_text())
     arrays = {name: np.concatenate([np.load(folder / f) for f in files]) for name, files in manifest["files"].items()}
     for name, array in arrays.items():
         if len(array) != manifest["count"]:
-            raise ValueError(f"{folder}: {name} holds {len(array)} embeddings, the manifest says {manifest['count']}")
+            raise ValueError(f"{folder}: {name} holds {len(array)} examples, the manifest says {manifest['count']}")
     return arrays
 
 
 # --- the DCGD UNet fine-tune ----------------------------------------------------------------------
+
+
+def frozen_inputs(unet, vae, image_encoder=None):
+    """`inputs(frozen, images, masks)`: what the frozen networks give the UNet loss for a batch, the same
+    at every step: the VAE posteriors (mean, logvar: [B, n, h, w, L]) of the n regions the UNet kind reads
+    (x0; x0 without the object; DCGD: the object alone), in ONE encoder call, and the image encoder's
+    embedding. `cache_latents` computes them once per example (`write_cache`)."""
+    kind = unet_kind(unet.config)
+
+    def inputs(frozen, images, masks):
+        x0, keep = images * 2 - 1, masks[..., None] < 0.5
+        regions = [x0] if kind == "text-to-image" else [x0, x0 * keep]
+        if kind == "dcgd":
+            regions.append(x0 * ~keep)  # the object alone: DCGD's z(x0∘o)
+        n, b = len(regions), x0.shape[0]
+        posterior = vae.apply(frozen["vae"], jnp.concatenate(regions), method="encode")
+        per_example = lambda a: jnp.swapaxes(a.reshape(n, b, *a.shape[1:]), 0, 1)
+        out = {"posterior_mean": per_example(posterior.mean), "posterior_logvar": per_example(posterior.logvar)}
+        if image_encoder is not None:
+            out["image_embeds"] = image_embeds(image_encoder, frozen["image_encoder"], images)
+        return jax.lax.stop_gradient(out)
+
+    return inputs
 
 
 def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet", image_encoder=None,
@@ -106,34 +144,29 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
     conditioned on per-example text;
     with `image_proj`, also on IP-Adapter tokens of the whole image's embedding (zeroed where the batch's
     `keep_image` is 0: IP-Adapter's condition dropout, for classifier-free guidance).
-    `snr_gamma` > 0 weights each example by min-SNR-gamma (Hang et al. 2023, as diffusers' `snr_gamma`)."""
+    `snr_gamma` > 0 weights each example by min-SNR-gamma (Hang et al. 2023, as diffusers' `snr_gamma`).
+    A batch holds `images`, or the cached `frozen_inputs` of them (`posterior_mean`, ...): the same loss."""
     cfg = SchedulerConfig.from_dict(scheduler_config, {})
     alphas = jnp.asarray(alphas_cumprod(cfg), jnp.float32)
     sf = vae.config.scaling_factor
     down = vae.config.scale_factor
-
-    def encode(frozen, pixels, key):
-        """Scaled latent samples of several pixel batches in ONE encoder call ([n, B, H, W, 3])."""
-        n, b = pixels.shape[:2]
-        posterior = vae.apply(frozen["vae"], pixels.reshape(n * b, *pixels.shape[2:]), method="encode")
-        latents = posterior.sample(key) * sf
-        return jax.lax.stop_gradient(latents.reshape(n, b, *latents.shape[1:]))
+    kind = unet_kind(unet.config)
+    encode = frozen_inputs(unet, vae, image_encoder if image_proj is not None else None)
 
     def loss(params, frozen, batch, rng):
-        images, masks = batch["images"] * 2 - 1, batch["masks"][..., None]
+        masks = batch["masks"][..., None]
         k_vae, k_t, k_noise = jax.random.split(rng, 3)
-        kind = unet_kind(unet.config)
-        regions = [images] if kind == "text-to-image" else [images, images * (masks < 0.5)]  # x0, x0 without the object
-        if kind == "dcgd":
-            regions.append(images * (masks >= 0.5))  # the object alone: DCGD's z(x0∘o)
-        latents, *parts = encode(frozen, jnp.stack(regions), k_vae)
+        cached = batch if "posterior_mean" in batch else encode(frozen, batch["images"], batch["masks"])
+        mean, logvar = (jnp.swapaxes(cached[k], 0, 1) for k in ("posterior_mean", "posterior_logvar"))  # [n, B, ...]
+        samples = DiagonalGaussian(mean.reshape(-1, *mean.shape[2:]), logvar.reshape(-1, *mean.shape[2:])).sample(k_vae)
+        latents, *parts = samples.reshape(mean.shape) * sf
         if kind == "dcgd":
             condition = jnp.concatenate([parts[1], parts[0]], -1)
         elif kind == "inpaint":
             condition = jnp.concatenate([masks[:, ::down, ::down], parts[0]], -1)
         else:  # text-to-image: the noisy latents alone
             condition = latents[..., :0]
-        b = images.shape[0]
+        b = masks.shape[0]
         t = jax.random.randint(k_t, (b,), 0, cfg.num_train_timesteps)
         noise = jax.random.normal(k_noise, latents.shape)
         a = alphas[t][:, None, None, None]
@@ -142,9 +175,8 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
         context = jax.lax.stop_gradient(text_encoder.apply(frozen["text_encoder"], batch["text_ids"]).last_hidden_state)
         tokens = None
         if image_proj is not None:
-            embeds = image_embeds(image_encoder, frozen["image_encoder"], batch["images"])
-            embeds = embeds * batch["keep_image"][:, None]
-            tokens = image_proj.apply({"params": params["image_proj"]}, jax.lax.stop_gradient(embeds))
+            embeds = cached["image_embeds"] * batch["keep_image"][:, None]
+            tokens = image_proj.apply({"params": params["image_proj"]}, embeds)
         prediction = unet.apply({"params": params[name]}, jnp.concatenate([noisy, condition], -1), t, context, tokens)
         error = jnp.mean((prediction.astype(jnp.float32) - target) ** 2, axis=(1, 2, 3))
         if snr_gamma > 0:
