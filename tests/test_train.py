@@ -248,3 +248,41 @@ def test_min_snr_weights_equal_diffusers(prediction_type):
     np.testing.assert_allclose(np.asarray(mine), theirs.numpy(), rtol=1e-5)
     assert float(mine[0]) < 0.01 and float(mine[-1]) == pytest.approx(1.0 if prediction_type == "epsilon" else 0.0,
                                                                       abs=1e-2)  # fmt: skip
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_the_ema_of_the_params_follows_diffusers_rule_and_is_checkpointed(decay, tmp_path):
+    """`ema_decay`: ema <- d ema + (1 - d) params after each update, d = min(decay, (1 + t) / (10 + t)) as
+    diffusers' EMAModel; it is saved and restored with the state (and absent when off)."""
+    from clipaway_jax.sharding import REPLICATED, make_mesh
+    from clipaway_jax.training.data import LoaderState
+    from clipaway_jax.training.trainer import Checkpoints, TrainConfig, Trainer
+
+    cfg = TrainConfig(steps=3, global_batch=2, learning_rate=0.1, weight_decay=0.0, optimizer="adamw",
+                      ema_decay=decay)  # fmt: skip
+    loss = lambda params, frozen, batch, rng: jax.numpy.sum((params["w"] - batch["x"].mean()) ** 2)
+    start = {"w": np.zeros(3, np.float32)}
+    abstract = {"params": {"w": jax.ShapeDtypeStruct((3,), np.float32)}}
+    trainer = Trainer(cfg, loss, abstract, start, tmp_path, make_mesh(), REPLICATED)
+    expected, seen = np.zeros(3), []
+    for t in range(3):
+        trainer.train_step({"x": np.full((2,), 1.0 + t, np.float32)})
+        w = np.asarray(trainer.state.params["w"])
+        d = min(decay, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * w
+        seen.append(w)
+    if decay == 0:
+        assert trainer.state.ema is None
+    else:
+        np.testing.assert_allclose(np.asarray(trainer.state.ema["w"]), expected, rtol=1e-6)
+        assert not np.allclose(expected, seen[-1])
+    checkpoints = Checkpoints(tmp_path, cfg)
+    checkpoints.save(3, trainer.state, LoaderState(0, 0))
+    checkpoints.close()
+    fresh = Trainer(cfg, loss, abstract, start, tmp_path / "fresh", make_mesh(), REPLICATED)
+    target = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), fresh.state,
+                                    fresh.state_sharding)  # fmt: skip
+    state, _ = Checkpoints(tmp_path, cfg).restore_latest(target)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(trainer.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(jax.tree_util.tree_leaves(state)) == len(jax.tree_util.tree_leaves(trainer.state))

@@ -72,6 +72,7 @@ def train_config(config):
         weight_decay=config.weight_decay, optimizer=config.optimizer, schedule=config.schedule,
         warmup_steps=config.warmup_steps, clip_grad_norm=config.clip_grad_norm, seed=config.seed,
         save_every=config.save_every, keep=config.keep, eval_every=config.eval_every, log_every=config.log_every,
+        ema_decay=config.ema_decay,
     )  # fmt: skip
 
 
@@ -448,8 +449,8 @@ def _train(args, config, cfg, mesh, rules, task: Task, record: dict):
     finally:
         bar.close()
         checkpoints.close()
-    if args.export:
-        params = jax.device_get(trainer.state.params)
+    if args.export:  # with ema_decay, the moving average (as diffusers' training scripts save it)
+        params = jax.device_get(trainer.state.ema if trainer.state.ema is not None else trainer.state.params)
         entries = {name: dict(entry) for name, entry in task.entries.items()}
         for name, update in (task.finish(params) if task.finish else {}).items():
             entries[name] |= update

@@ -36,6 +36,7 @@ def base_config() -> ConfigDict:
     c.schedule = "constant"  # or warmup_cosine
     c.warmup_steps = 0
     c.clip_grad_norm = 0.0  # 0 = off
+    c.ema_decay = 0.0  # > 0: keep an EMA of the params (diffusers' EMAModel decay rule) and export it
     c.seed = 0
     c.precision = "auto"  # activations: auto = bfloat16 on GPU/TPU, float32 on CPU; params stay float32
 

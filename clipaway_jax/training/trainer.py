@@ -42,6 +42,7 @@ class TrainConfig:
     keep: int = 3
     eval_every: int = 1000
     log_every: int = 50
+    ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the params (what is exported)
 
 
 @flax.struct.dataclass
@@ -49,6 +50,13 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    ema: Any = None  # the params' moving average when cfg.ema_decay > 0 (None adds no leaves)
+
+
+def ema_decay(decay: float, step: jax.Array) -> jax.Array:
+    """The decay at `step` (counted from 0), as diffusers' EMAModel without its optional warmup:
+    min(decay, (1 + step) / (10 + step)), so that the first steps' params do not linger in a short run."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
 def learning_rate(cfg: TrainConfig) -> optax.Schedule:
@@ -87,8 +95,9 @@ class Trainer:
         o_shard = optax.tree_map_params(self.optimizer, lambda _, s: s, opt_state, p_shard,
                                         transform_non_params=lambda _: replicated(mesh))  # fmt: skip
         opt_state = jax.device_put(opt_state, o_shard)
-        self.state_sharding = TrainState(replicated(mesh), p_shard, o_shard)
-        self.state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)), params, opt_state)
+        ema, e_shard = (jax.tree_util.tree_map(jnp.copy, params), p_shard) if cfg.ema_decay > 0 else (None, None)
+        self.state_sharding = TrainState(replicated(mesh), p_shard, o_shard, e_shard)
+        self.state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)), params, opt_state, ema)
         self.frozen = frozen
         self.loss_fn = loss_fn
         self._eval = xla.jit(loss_fn)
@@ -106,7 +115,11 @@ class Trainer:
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-        return TrainState(state.step + 1, params, opt_state), metrics
+        ema = state.ema
+        if ema is not None:
+            d = ema_decay(self.cfg.ema_decay, state.step)
+            ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, ema, params)
+        return TrainState(state.step + 1, params, opt_state, ema), metrics
 
     def compiled(self, batch):
         if self._compiled is None:
