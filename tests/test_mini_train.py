@@ -363,6 +363,7 @@ def test_shape_captions_name_the_objects_shape_alone():
     assert any(scene.target.colour in c and " on " not in c for c in captions)  # default: colour and shape
 
 
+@pytest.mark.slow  # 2 min of compiles; `make test` keeps its unit parts (test_dcgd, the cached-latents test)
 def test_eight_latent_channels_train_and_remove_with_every_base(world, tmp_path):
     """A VAE of 8 latent channels (the mini world's option for a finer latent): the UNets take 17
     (inpainting), 24 (DCGD) and 8 (text-to-image) channels; each task's loss runs and each base removes."""
