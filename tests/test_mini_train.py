@@ -322,6 +322,13 @@ def test_moved_off_masks_keep_the_silhouette_and_leave_the_object_uncovered():
     assert moved_off(huge, np.random.default_rng(0)).all()
 
 
+class RecordedTokens(list):
+    """A tokenizer stand-in for contrastive pairs that keeps the captions it is given."""
+
+    def __call__(self, words):
+        self.append(words)
+        return np.zeros(77, np.int32)
+
 
 def test_background_pairs_put_a_fresh_texture_under_the_objects_mask():
     from clipaway_jax.mini.batches import contrastive_pair, decode
@@ -329,13 +336,8 @@ def test_background_pairs_put_a_fresh_texture_under_the_objects_mask():
     from clipaway_jax.mini.scenes import render
 
     scene = render(0, 5, 32)
-    captions = []
-
-    def tokens(words):
-        captions.append(words)
-        return np.zeros(77, np.int32)
-
-    pixels, alpha, _ = contrastive_pair(example(scene, 5), np.random.default_rng(0), tokens, True, background_p=1.0)
+    captions = RecordedTokens()
+    pixels, alpha, _ = contrastive_pair(example(scene, 5), np.random.default_rng(0), captions, True, background_p=1.0)
     np.testing.assert_array_equal(alpha, decode(example(scene, 5)["mask"], "L") >= 128)
     assert pixels.shape == (32, 32, 3) and not np.allclose(pixels, scene.background / 255.0, atol=0.02)
     assert scene.background_kind in captions[0] and scene.target.shape not in captions[0]
@@ -347,19 +349,14 @@ def test_shape_captions_name_the_objects_shape_alone():
     from clipaway_jax.mini.scenes import COLOURS, render
 
     scene = render(0, 5, 32)
-    captions = []
-
-    def tokens(words):
-        captions.append(words)
-        return np.zeros(77, np.int32)
-
+    captions = RecordedTokens()
     for i in range(60):
-        contrastive_pair(example(scene, 5), np.random.default_rng(i), tokens, True, shape_p=1.0)
+        contrastive_pair(example(scene, 5), np.random.default_rng(i), captions, True, shape_p=1.0)
     named = [c for c in captions if scene.target.shape in c and " on " not in c]  # the object's own pairs
     assert len(named) > 15 and not any(colour in c for c in named for colour in COLOURS)
     captions.clear()
     for i in range(60):
-        contrastive_pair(example(scene, 5), np.random.default_rng(i), tokens, True)
+        contrastive_pair(example(scene, 5), np.random.default_rng(i), captions, True)
     assert any(scene.target.colour in c and " on " not in c for c in captions)  # default: colour and shape
 
 
