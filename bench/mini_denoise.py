@@ -18,41 +18,61 @@ from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
 from clipaway_jax.tokenizer import load_tokenizer, tokenize
 from clipaway_jax.training.pretrain import image_embeds
 
-ck = load_checkpoint(sys.argv[1], networks=["unet", "vae", "text_encoder", "image_encoder", "image_proj"])
-unet, vae, te, ie, ip = (ck.module(n) for n in ["unet", "vae", "text_encoder", "image_encoder", "image_proj"])
-P = {n: {"params": ck.params[n]} for n in ck.params}
-data_dir = sys.argv[2] if len(sys.argv) > 2 else "runs/mini/data"
-src = tfds.data_source("mini_scenes", split="validation", data_dir=data_dir)
-x = np.stack([decode(src[i]["image"]) for i in range(16)]).astype(np.float32) / 255
-m = np.stack([decode(src[i]["mask"], "L") >= 128 for i in range(16)]).astype(np.float32)
-cfg = SchedulerConfig.from_dict(ck.manifest["scheduler"], {})
-A = jnp.asarray(alphas_cumprod(cfg), jnp.float32)
-sf = vae.config.scaling_factor
-ids = jnp.asarray(tokenize(load_tokenizer(ck.tokenizer_path), [""] * 16))
-@jax.jit
-def run(t, key):
-    x0 = x * 2 - 1
-    z = vae.apply(P["vae"], x0, method="encode").mean * sf
-    c = vae.apply(P["vae"], x0 * (m[..., None] < 0.5), method="encode").mean * sf
-    a = A[t]
-    n = jax.random.normal(key, z.shape)
-    xt = jnp.sqrt(a) * z + jnp.sqrt(1 - a) * n
-    ctx = te.apply(P["text_encoder"], ids).last_hidden_state
-    tok = ip.apply(P["image_proj"], image_embeds(ie, P["image_encoder"], x))
-    eps = unet.apply(P["unet"], jnp.concatenate([xt, m[:, ::4, ::4, None], c], -1), jnp.full((16,), t), ctx, tok)
-    if cfg.prediction_type == "v_prediction":
-        z0 = jnp.sqrt(a) * xt - jnp.sqrt(1 - a) * eps
-        eps = jnp.sqrt(a) * eps + jnp.sqrt(1 - a) * xt
-    else:
-        z0 = (xt - jnp.sqrt(1 - a) * eps) / jnp.sqrt(a)
-    out = jnp.clip(vae.apply(P["vae"], z0 / sf, method="decode") / 2 + 0.5, 0, 1)
-    rt = jnp.clip(vae.apply(P["vae"], z / sf, method="decode") / 2 + 0.5, 0, 1)
-    return out, rt, jnp.mean((eps - n) ** 2)
-def psnr(a, b, w):
-    e = (((a - b) ** 2).mean(-1) * w).sum((1, 2)) / w.sum((1, 2))
-    return float(np.mean(10 * np.log10(1 / np.maximum(e, 1e-10))))
-for t in (20, 100, 300, 500, 800, 950):
-    out, rt, error = run(t, jax.random.key(t))
-    out, rt = np.asarray(out), np.asarray(rt)
-    print(f"t={t:4d} eps mse {float(error):.4f} | one-step x0: PSNR outside {psnr(out, x, 1 - m):.2f} "
-          f"inside {psnr(out, x, m):.2f} | VAE round trip outside {psnr(rt, x, 1 - m):.2f}")
+COUNT = 16
+TIMESTEPS = (20, 100, 300, 500, 800, 950)
+NETWORKS = ("unet", "vae", "text_encoder", "image_encoder", "image_proj")
+
+
+def psnr(result: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> float:
+    """Mean over images of the PSNR over the pixels where `weights` is 1."""
+    error = (((result - truth) ** 2).mean(-1) * weights).sum((1, 2)) / weights.sum((1, 2))
+    return float(np.mean(10 * np.log10(1 / np.maximum(error, 1e-10))))
+
+
+def one_step_program(ckpt, images, masks):
+    """(t, key) -> (x0 estimate decoded, the VAE round trip, the implied noise's MSE) for the batch."""
+    unet, vae, text, encoder, proj = (ckpt.module(n) for n in NETWORKS)
+    params = {n: {"params": ckpt.params[n]} for n in NETWORKS}
+    config = SchedulerConfig.from_dict(ckpt.manifest["scheduler"], {})
+    alphas = jnp.asarray(alphas_cumprod(config), jnp.float32)
+    scale, down = vae.config.scaling_factor, vae.config.scale_factor
+    ids = jnp.asarray(tokenize(load_tokenizer(ckpt.tokenizer_path), [""] * len(images)))
+
+    @jax.jit
+    def run(t, key):
+        x0 = images * 2 - 1
+        latents = vae.apply(params["vae"], x0, method="encode").mean * scale
+        condition = vae.apply(params["vae"], x0 * (masks[..., None] < 0.5), method="encode").mean * scale
+        a = alphas[t]
+        noise = jax.random.normal(key, latents.shape)
+        noisy = jnp.sqrt(a) * latents + jnp.sqrt(1 - a) * noise
+        context = text.apply(params["text_encoder"], ids).last_hidden_state
+        tokens = proj.apply(params["image_proj"], image_embeds(encoder, params["image_encoder"], images))
+        inputs = jnp.concatenate([noisy, masks[:, ::down, ::down, None], condition], -1)
+        out = unet.apply(params["unet"], inputs, jnp.full((len(images),), t), context, tokens)
+        if config.prediction_type == "v_prediction":
+            estimate, eps = jnp.sqrt(a) * noisy - jnp.sqrt(1 - a) * out, jnp.sqrt(a) * out + jnp.sqrt(1 - a) * noisy
+        else:
+            estimate, eps = (noisy - jnp.sqrt(1 - a) * out) / jnp.sqrt(a), out
+        decode_ = lambda z: jnp.clip(vae.apply(params["vae"], z / scale, method="decode") / 2 + 0.5, 0, 1)
+        return decode_(estimate), decode_(latents), jnp.mean((eps - noise) ** 2)
+
+    return run
+
+
+def main() -> None:
+    ckpt = load_checkpoint(sys.argv[1], networks=list(NETWORKS))
+    data_dir = sys.argv[2] if len(sys.argv) > 2 else "runs/mini/data"
+    source = tfds.data_source("mini_scenes", split="validation", data_dir=data_dir)
+    images = np.stack([decode(source[i]["image"]) for i in range(COUNT)]).astype(np.float32) / 255
+    masks = np.stack([decode(source[i]["mask"], "L") >= 128 for i in range(COUNT)]).astype(np.float32)
+    run = one_step_program(ckpt, images, masks)
+    for t in TIMESTEPS:
+        out, round_trip, error = (np.asarray(v) for v in run(t, jax.random.key(t)))
+        outside, inside = psnr(out, images, 1 - masks), psnr(out, images, masks)
+        print(f"t={t:4d} eps mse {float(error):.4f} | one-step x0: PSNR outside {outside:.2f} inside {inside:.2f} | "
+              f"VAE round trip outside {psnr(round_trip, images, 1 - masks):.2f}")
+
+
+if __name__ == "__main__":
+    main()
