@@ -170,6 +170,13 @@ def test_checkpoint_pipeline_defaults_apply_only_to_flags_not_given():
     args = parser.parse_args([])
     pipeline_args.resolve_defaults(args, {})
     assert (args.steps, args.scheduler, args.dilate_iterations, args.paste_back) == (50, "pndm", 5, 0)  # published
+    assert args.guidance_scale == 7.5
+    args = parser.parse_args([])
+    pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"guidance_scale": 2.0}})
+    assert args.guidance_scale == 2.0  # the mini model's own default
+    args = parser.parse_args(["--guidance-scale", "5"])
+    pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"guidance_scale": 2.0}})
+    assert args.guidance_scale == 5.0  # the flag wins
     args = parser.parse_args([])
     pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"paste_back": 1}})
     assert args.paste_back == 1  # the mini model's own default

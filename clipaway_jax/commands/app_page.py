@@ -74,8 +74,9 @@ class Remover:
             enable_compilation_cache(self.cache_dir)
             args = loading_args(self.checkpoint, self.cache_dir)
             self.pipe, self.describer = pipeline_args.load_pipeline(args)
-            self.defaults = Settings(steps=args.steps, scheduler=args.scheduler, dilation=args.dilate_iterations,
-                                     paste_back=args.paste_back, negative_prompt=args.negative_prompt)  # fmt: skip
+            self.defaults = Settings(steps=args.steps, scheduler=args.scheduler, guidance_scale=args.guidance_scale,
+                                     dilation=args.dilate_iterations, paste_back=args.paste_back,
+                                     negative_prompt=args.negative_prompt)  # fmt: skip
         except Exception as err:  # shown on the page: the server stays up and says what went wrong
             self.error = f"{type(err).__name__}: {err}"
         finally:
@@ -135,7 +136,7 @@ def loading_args(checkpoint: Path, cache_dir: str) -> argparse.Namespace:
     return argparse.Namespace(checkpoint=checkpoint, dtype="auto", unet_variant="inpaint", objects=None,
                               scenes=None, cache_dir=cache_dir, guidance_mode="clipaway+dcgd" if describe else
                               "clipaway", steps=None, scheduler=None, dilate_iterations=None,
-                              paste_back=None, negative_prompt=None)  # fmt: skip
+                              guidance_scale=None, paste_back=None, negative_prompt=None)  # fmt: skip
 
 
 def call_args(settings: Settings) -> argparse.Namespace:
@@ -280,7 +281,7 @@ def build(remover: Remover, label: str, examples: list[dict]):
             mode = gr.Radio(list(MODES), value="clipaway", label="guidance")
             steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="steps", elem_id="steps")
             scheduler = gr.Dropdown(sorted(SAMPLERS), value=defaults.scheduler, label="scheduler")
-            guidance = gr.Slider(1.0, 15.0, value=7.5, step=0.5, label="guidance scale")
+            guidance = gr.Slider(1.0, 15.0, value=defaults.guidance_scale, step=0.5, label="guidance scale")
             seed = gr.Number(value=42, precision=0, label="seed")
             dilation = gr.Slider(0, 10, value=defaults.dilation, step=1, label="mask dilation (5x5 iterations)")
             paste_back = gr.Slider(0, 16, value=0, step=1, label="paste back: feather radius in px (0 = off)",
@@ -305,16 +306,16 @@ def build(remover: Remover, label: str, examples: list[dict]):
                   panels]  # fmt: skip
         outputs = [result, compare, used, gallery, texts, download, status]
         button.click(run, inputs, outputs, concurrency_limit=1)
-        page.load(lambda: _set_defaults(remover), None, [steps, scheduler, dilation, paste_back])
+        page.load(lambda: _set_defaults(remover), None, [steps, scheduler, guidance, dilation, paste_back])
     return page.queue(default_concurrency_limit=1)
 
 
 def _set_defaults(remover: Remover):
     """The checkpoint's own defaults into the controls, once it is loaded (the mini model: 25 DDIM steps,
-    paste-back on)."""
+    its guidance scale, paste-back on)."""
     remover.ready.wait(timeout=600)
     d = remover.defaults or Settings()
-    return d.steps, d.scheduler, d.dilation, d.paste_back
+    return d.steps, d.scheduler, d.guidance_scale, d.dilation, d.paste_back
 
 
 def to_u8(array: np.ndarray) -> np.ndarray:

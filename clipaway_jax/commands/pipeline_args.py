@@ -55,7 +55,8 @@ def add(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", choices=sorted(SAMPLERS),
                    help="sampler (default pndm, as published, or the checkpoint's own default; "
                    "ddim for --base blended)")  # fmt: skip
-    g.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
+    g.add_argument("--guidance-scale", type=float,
+                   help="classifier-free guidance (default 7.5, as published, or the checkpoint's own default)")
     g.add_argument("--ip-scale", type=float, default=1.0, help="IP-Adapter scale (default 1.0)")
     g.add_argument("--negative-prompt", help="negative text (default IP-Adapter's, as published, or the checkpoint's)")
     g.add_argument("--seed", type=int, default=42, help="seed; per-image noise derives from (seed, image name)")
@@ -139,7 +140,7 @@ def compute_dtype(name: str) -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
-BUILT_IN_DEFAULTS = dict(steps=50, scheduler="pndm", dilate_iterations=5, paste_back=0,
+BUILT_IN_DEFAULTS = dict(steps=50, scheduler="pndm", dilate_iterations=5, paste_back=0, guidance_scale=7.5,
                          negative_prompt=DEFAULT_NEGATIVE_PROMPT)  # the published CLIPAway settings  # fmt: skip
 
 

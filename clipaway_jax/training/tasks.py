@@ -72,6 +72,7 @@ def write_cache(count: int, load, encode, frozen, out: Path, per_device: int = 8
     manifest. Each process takes a contiguous slice of the examples and splits its batches over its own
     devices (no cross-host traffic); process 0 writes the manifest once every shard is on disk."""
     from jax.experimental import multihost_utils
+    from tqdm import tqdm
 
     from clipaway_jax.sharding import batch_sharding, make_mesh, replicated
 
@@ -83,7 +84,7 @@ def write_cache(count: int, load, encode, frozen, out: Path, per_device: int = 8
     rank, processes = jax.process_index(), jax.process_count()
     lo, hi = count * rank // processes, count * (rank + 1) // processes
     parts: dict[str, list] = {}
-    for start in range(lo, hi, batch):
+    for start in tqdm(range(lo, hi, batch), desc=f"caching {out.name}", unit="batch", disable=rank != 0):
         indices = np.arange(start, min(hi, start + batch))
         loaded = load(indices)
         padded = {k: np.concatenate([v, np.repeat(v[-1:], batch - len(v), 0)]) for k, v in loaded.items()}
