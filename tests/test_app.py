@@ -123,6 +123,12 @@ def test_paint_a_mask_remove_and_compare(server, browser, photo, tmp_path):
     page.screenshot(path=os.environ.get("CLIPAWAY_APP_SCREENSHOT", str(tmp_path / "app.png")), full_page=True)
     print(f"click to result: {seconds:.1f} s; {page.locator('#status').inner_text()}")
 
+    # the controls took the checkpoint's own defaults once it loaded (the mini model's guidance, not SD's 7.5)
+    from clipaway_jax.checkpoint import read_manifest
+    from clipaway_jax.mini import shipped
+
+    own = read_manifest(shipped.SHIPPED)["pipeline_defaults"]["guidance_scale"]
+    assert own != 7.5 and float(page.locator("#guidance input[type=number]").input_value()) == own
     result, used = _fetch(page, "#result"), _fetch(page, "#mask-used")
     original = np.asarray(Image.open(photo).convert("RGB"))
     assert result.shape == original.shape == (H, W, 3)

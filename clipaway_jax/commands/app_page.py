@@ -281,7 +281,8 @@ def build(remover: Remover, label: str, examples: list[dict]):
             mode = gr.Radio(list(MODES), value="clipaway", label="guidance")
             steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="steps", elem_id="steps")
             scheduler = gr.Dropdown(sorted(SAMPLERS), value=defaults.scheduler, label="scheduler")
-            guidance = gr.Slider(1.0, 15.0, value=defaults.guidance_scale, step=0.5, label="guidance scale")
+            guidance = gr.Slider(1.0, 15.0, value=defaults.guidance_scale, step=0.5, label="guidance scale",
+                                 elem_id="guidance")  # fmt: skip
             seed = gr.Number(value=42, precision=0, label="seed")
             dilation = gr.Slider(0, 10, value=defaults.dilation, step=1, label="mask dilation (5x5 iterations)")
             paste_back = gr.Slider(0, 16, value=0, step=1, label="paste back: feather radius in px (0 = off)",
