@@ -163,29 +163,22 @@ def test_checkpoint_pipeline_defaults_apply_only_to_flags_not_given():
 
     parser = argparse.ArgumentParser()
     pipeline_args.add(parser)
-    manifest = {"pipeline_defaults": {"steps": 25, "scheduler": "ddim", "dilate_iterations": 1}}
-    args = parser.parse_args(["--steps", "7"])
-    pipeline_args.resolve_defaults(args, manifest)
+
+    def resolved(flags: list[str], own: dict) -> argparse.Namespace:
+        args = parser.parse_args(flags)
+        pipeline_args.resolve_defaults(args, {"pipeline_defaults": own} if own else {})
+        return args
+
+    args = resolved(["--steps", "7"], {"steps": 25, "scheduler": "ddim", "dilate_iterations": 1})
     assert (args.steps, args.scheduler, args.dilate_iterations) == (7, "ddim", 1)
-    args = parser.parse_args([])
-    pipeline_args.resolve_defaults(args, {})
-    assert (args.steps, args.scheduler, args.dilate_iterations, args.paste_back) == (50, "pndm", 5, 0)  # published
-    assert args.guidance_scale == 7.5
-    args = parser.parse_args([])
-    pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"guidance_scale": 2.0}})
-    assert args.guidance_scale == 2.0  # the mini model's own default
-    args = parser.parse_args(["--guidance-scale", "5"])
-    pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"guidance_scale": 2.0}})
-    assert args.guidance_scale == 5.0  # the flag wins
-    args = parser.parse_args([])
-    pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"paste_back": 1}})
-    assert args.paste_back == 1  # the mini model's own default
-    args = parser.parse_args(["--paste-back", "0"])
-    pipeline_args.resolve_defaults(args, {"pipeline_defaults": {"paste_back": 1}})
-    assert args.paste_back == 0  # the flag wins
-    args = parser.parse_args(["--base", "blended"])
-    pipeline_args.resolve_defaults(args, {})
-    assert args.scheduler == "ddim"  # Blended Latent Diffusion's sampler
+    args = resolved([], {})  # the published settings
+    assert (args.steps, args.scheduler, args.dilate_iterations, args.paste_back, args.guidance_scale) == (
+        50, "pndm", 5, 0, 7.5)  # fmt: skip
+    assert resolved([], {"guidance_scale": 2.0}).guidance_scale == 2.0  # the mini model's own default
+    assert resolved(["--guidance-scale", "5"], {"guidance_scale": 2.0}).guidance_scale == 5.0  # the flag wins
+    assert resolved([], {"paste_back": 1}).paste_back == 1
+    assert resolved(["--paste-back", "0"], {"paste_back": 1}).paste_back == 0
+    assert resolved(["--base", "blended"], {}).scheduler == "ddim"  # Blended Latent Diffusion's sampler
 
 
 @pytest.fixture(scope="module")
