@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from clipaway_jax.checkpoint import load_checkpoint
+from clipaway_jax.eval import stats
 from clipaway_jax.mini.batches import decode
 from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
 from clipaway_jax.tokenizer import load_tokenizer, tokenize
@@ -23,10 +24,9 @@ TIMESTEPS = (20, 100, 300, 500, 800, 950)
 NETWORKS = ("unet", "vae", "text_encoder", "image_encoder", "image_proj")
 
 
-def psnr(result: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> float:
-    """Mean over images of the PSNR over the pixels where `weights` is 1."""
-    error = (((result - truth) ** 2).mean(-1) * weights).sum((1, 2)) / weights.sum((1, 2))
-    return float(np.mean(10 * np.log10(1 / np.maximum(error, 1e-10))))
+def psnr(result: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> float:
+    """Mean over images of the evaluation's PSNR over the pixels where `masks` [B, H, W] is set."""
+    return float(np.mean([stats.psnr(r, t, m > 0.5) for r, t, m in zip(result, truth, masks, strict=True)]))
 
 
 def one_step_program(ckpt, images, masks):
