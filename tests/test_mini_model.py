@@ -1,7 +1,9 @@
 """Behaviour of the shipped mini model through the whole stack (`infer`, then `eval` with the mini
-AlphaCLIP as the metric CLIP): on 8 fixed held-out test scenes the target is removed (CLIP@1) in at
-least 6, and the result inside the mask is close to the ground truth. A change anywhere in loading,
-the networks, the sampler, guidance or the metrics that breaks the trained model's outputs fails here.
+AlphaCLIP as the metric CLIP), on 8 fixed held-out test scenes with the checkpoint's own defaults: the
+"object painted in?" measure (clipaway_jax/mini/measures.py) reads the untouched sources as painted in
+and the results as removed, and inside the mask the fill comes close to OpenCV Telea's on the same
+scenes. A change anywhere in loading, the networks, the sampler, guidance or the metrics that breaks the
+trained model's outputs fails here.
 
 Thresholds come from the measured figures (model card, clipaway_jax/assets/mini/README.md) with a margin.
 """
@@ -16,11 +18,17 @@ from clipaway_jax.cli import main as cli_main
 from clipaway_jax.mini import shipped
 
 SCENES = 8
-# Measured 6 of 8 with the checkpoint's defaults (paste-back, guidance 4), and at guidance 7.5 (7 of 8 without
-# paste-back: scene 21004's fill, the same inside the mask, reads as the target once its surroundings are the
-# input's own pixels again).
-MIN_REMOVED = 6
-MIN_PSNR_MASK = 8.5  # dB, mean over the 8 scenes; measured 10.5 (float32, this CPU; 10.2 at guidance 7.5)
+# Measured with the checkpoint's defaults (paste-back, guidance 1.5), float32 on this CPU: 5 of 8 read as
+# removed (the ground truth itself: 5 of 8, this AlphaCLIP's ceiling), the 8 sources all painted in; inside
+# the mask 13.18 dB against Telea's 17.99 (the model shipped before the retrain: 10.52, 7.5 dB below).
+MIN_REMOVED = 4
+MIN_SOURCE_PAINTED = 7
+MIN_PSNR_MASK = 11.0  # dB, mean over the 8 scenes
+MAX_BELOW_TELEA = 6.5  # dB: Telea's mean PSNR inside the mask minus ours
+
+
+def load(folder, names):
+    return np.stack([np.asarray(Image.open(folder / f"{n}.png").convert("RGB")) for n in names]) / 255.0
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +39,8 @@ def evaluated(tmp_path_factory):
     for folder in (images, masks, truth):
         folder.mkdir()
     rows = [("name", "class", "x", "y", "w", "h")]
-    for name, scene in shipped.test_scenes(SCENES):
+    scenes = shipped.test_scenes(SCENES)
+    for name, scene in scenes:
         Image.fromarray(scene.image).save(images / f"{name}.png")
         Image.fromarray(scene.mask).save(masks / f"{name}.png")
         Image.fromarray(scene.background).save(truth / f"{name}.png")
@@ -44,16 +53,36 @@ def evaluated(tmp_path_factory):
     assert cli_main(["eval", "--results", str(root / "results"), *inputs, "--ground-truth", str(truth),
                      "--labels", str(root / "labels.csv"), "--out", str(root / "eval")]) == 0  # fmt: skip
     with open(root / "eval" / "per_image.csv", newline="") as f:
-        return root, list(csv.DictReader(f))
+        return root, dict(scenes), list(csv.DictReader(f))
 
 
-def test_the_target_is_removed_in_at_least_6_of_8_test_scenes(evaluated):
-    _, rows = evaluated
-    removed = [r["name"] for r in rows if r["removed@1"] == "True"]
-    assert len(rows) == SCENES and len(removed) >= MIN_REMOVED, rows
+@pytest.fixture(scope="module")
+def painted_in():
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.mini.measures import PaintedIn
+
+    return PaintedIn(load_checkpoint(shipped.SHIPPED, networks=["alpha_clip", "clip_text"]))
 
 
-def test_the_mask_is_filled_close_to_the_ground_truth(evaluated):
-    _, rows = evaluated
-    psnr = np.mean([float(r["psnr_mask"]) for r in rows])
-    assert psnr > MIN_PSNR_MASK, psnr
+def test_the_measure_reads_the_sources_as_painted_in_and_the_results_as_removed(evaluated, painted_in):
+    root, scenes, _ = evaluated
+    names = sorted(scenes)
+    masks = np.stack([scenes[n].mask >= 128 for n in names]).astype(np.float32)
+    source = painted_in(load(root / "images", names), masks)
+    result = painted_in(load(root / "results", names), masks)
+    assert source.sum() >= MIN_SOURCE_PAINTED, dict(zip(names, source, strict=True))
+    assert (~result).sum() >= MIN_REMOVED, dict(zip(names, result, strict=True))
+
+
+def test_the_mask_is_filled_close_to_classical_inpainting(evaluated):
+    from clipaway_jax.eval.stats import psnr
+    from clipaway_jax.mini.baselines import fill
+
+    _, scenes, rows = evaluated
+    ours = np.mean([float(r["psnr_mask"]) for r in rows])
+    telea = []
+    for scene in scenes.values():
+        hole = scene.mask >= 128
+        filled = fill("OpenCV Telea", scene.image, hole) / 255.0
+        telea.append(psnr(filled, scene.background / 255.0, hole))  # as `eval` scores psnr_mask
+    assert ours > MIN_PSNR_MASK and np.mean(telea) - ours < MAX_BELOW_TELEA, (ours, np.mean(telea))
