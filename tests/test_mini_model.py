@@ -79,6 +79,7 @@ def test_the_mask_is_filled_close_to_classical_inpainting(evaluated):
     from clipaway_jax.mini.baselines import fill
 
     _, scenes, rows = evaluated
+    assert len(rows) == SCENES, rows
     ours = np.mean([float(r["psnr_mask"]) for r in rows])
     telea = []
     for scene in scenes.values():
