@@ -28,7 +28,9 @@ MAX_BELOW_TELEA = 6.5  # dB: Telea's mean PSNR inside the mask minus ours
 
 
 def load(folder, names):
-    return np.stack([np.asarray(Image.open(folder / f"{n}.png").convert("RGB")) for n in names]) / 255.0
+    from clipaway_jax.pipelines.images import read_image
+
+    return np.stack([read_image(folder / f"{n}.png") for n in names])
 
 
 @pytest.fixture(scope="module")
