@@ -70,7 +70,7 @@ def test_the_measure_reads_the_sources_as_painted_in_and_the_results_as_removed(
     root, scenes, _ = evaluated
     names = sorted(scenes)
     masks = np.stack([scenes[n].mask >= 128 for n in names]).astype(np.float32)
-    source = painted_in(load(root / "images", names), masks)
+    source = painted_in(np.stack([scenes[n].image for n in names]) / 255.0, masks)
     result = painted_in(load(root / "results", names), masks)
     assert source.sum() >= MIN_SOURCE_PAINTED, dict(zip(names, source, strict=True))
     assert (~result).sum() >= MIN_REMOVED, dict(zip(names, result, strict=True))
