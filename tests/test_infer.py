@@ -169,6 +169,22 @@ def test_killed_run_resumes_without_corrupt_outputs(folders, tiny_checkpoint, tm
     assert not list(out.glob(".*.tmp"))
 
 
+def test_a_rerun_keeps_the_records_of_the_outputs_it_skips(folders, tiny_checkpoint, tmp_path):
+    """Resuming loses nothing: a rerun that skips finished outputs keeps the records that made them (seed,
+    base: what `eval` reads), and a rerun over fewer inputs keeps the others' records."""
+    out = tmp_path / "out"
+    assert cli_main(_cmd(folders, out, tiny_checkpoint, "--seed", "7")) == 0
+    first = (out / "results.jsonl").read_text()
+    assert cli_main(_cmd(folders, out, tiny_checkpoint, "--seed", "7")) == 0
+    assert (out / "results.jsonl").read_text() == first
+    (out / "img03.png").unlink()
+    assert cli_main(_cmd(folders, out, tiny_checkpoint, "--seed", "7", "--limit", "5")) == 0
+    records = {json.loads(line)["name"]: json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()}
+    assert len(records) == N and all(r["status"] == "done" and r["seed"] == 7 for r in records.values())
+    samples = pytest.importorskip("clipaway_jax.eval.samples")
+    assert len(samples.result_files(out)[0]) == N
+
+
 def test_bad_inputs_are_reported_and_the_rest_finishes(folders, tiny_checkpoint, tmp_path, capsys):
     import shutil
 

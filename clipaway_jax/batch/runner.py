@@ -258,13 +258,42 @@ def write_results(out: Path, records: list[dict]) -> Path:
     merged = out / "results.jsonl"
     if jax.process_index() == 0:
         parts = sorted(out.glob(".results.p*.jsonl"))
-        lines = [line for part in parts for line in part.read_text().splitlines()]
+        records = [json.loads(line) for part in parts for line in part.read_text().splitlines()]
+        merged_records = merge_records(read_records(merged), records)
         tmp = out / ".results.jsonl.tmp"
-        tmp.write_text("".join(line + "\n" for line in sorted(lines, key=lambda s: json.loads(s)["name"])))
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in sorted(merged_records, key=lambda r: r["name"])))
         os.replace(tmp, merged)
         for part in parts:
             part.unlink()
     return merged
+
+
+def read_records(listing: Path) -> list[dict]:
+    """The records of an earlier run's results.jsonl (none if absent; unreadable lines are dropped)."""
+    if not listing.is_file():
+        return []
+    records = []
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "name" in record:
+            records.append(record)
+    return records
+
+
+def merge_records(previous: list[dict], current: list[dict]) -> list[dict]:
+    """A rerun's records over the listing it replaces, so that resuming loses nothing: an output this run
+    skipped keeps the record of the run that made it (seed, base, texts), and outputs this run did not
+    see (another --limit) keep theirs."""
+    by_name = {r["name"]: r for r in previous}
+    for record in current:
+        earlier = by_name.get(record["name"])
+        if record["status"] == "skipped" and earlier is not None and earlier.get("status") == "done":
+            continue
+        by_name[record["name"]] = record
+    return list(by_name.values())
 
 
 def gather_summary(summary: Summary) -> dict:
