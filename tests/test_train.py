@@ -250,6 +250,26 @@ def test_min_snr_weights_equal_diffusers(prediction_type):
                                                                       abs=1e-2)  # fmt: skip
 
 
+def test_masked_mean_weighs_the_hole_by_mask_weight_per_example():
+    """`--config.mask_weight`: per example, latent pixels under the mask weigh `mask_weight`, the rest 1,
+    the weights normalised (weight 1 is the plain mean); a half-covered latent pixel weighs half way."""
+    from clipaway_jax.training.tasks import masked_mean
+
+    rng = np.random.default_rng(0)
+    error = rng.random((3, 4, 4, 2)).astype(np.float32)
+    masks = np.zeros((3, 16, 16, 1), np.float32)
+    masks[0, :8, :8] = 1  # the top-left 2x2 latent pixels
+    masks[1, :2] = 1  # the top row of latent pixels, half covered
+    np.testing.assert_allclose(masked_mean(error, masks, 1.0), error.mean(axis=(1, 2, 3)), rtol=1e-6)
+    got = np.asarray(masked_mean(error, masks, 5.0))
+    w0, w1 = np.ones((4, 4)), np.ones((4, 4))
+    w0[:2, :2] = 5  # wholly covered: the weight
+    w1[0] = 3  # half covered: half way
+    for i, w in enumerate([w0, w1, np.ones((4, 4))]):
+        want = (error[i] * w[..., None]).sum() / (w.sum() * 2)
+        assert got[i] == pytest.approx(want, rel=1e-6)
+
+
 @pytest.mark.parametrize("decay", [0.0, 0.9])
 def test_the_ema_of_the_params_follows_diffusers_rule_and_is_checkpointed(decay, tmp_path):
     """`ema_decay`: ema <- d ema + (1 - d) params after each update, d = min(decay, (1 + t) / (10 + t)) as

@@ -222,7 +222,7 @@ def _unet_task(config, workdir, cfg):
         load = tasks.unet_batch_loader(source, config.size, ids, config.seed, tuple(config.mask_area))
     name = "unet_dcgd12" if config.unet_variant == "dcgd12" else "unet"
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
-                           name, snr_gamma=config.snr_gamma)  # fmt: skip
+                           name, snr_gamma=config.snr_gamma, mask_weight=config.mask_weight)  # fmt: skip
     return Task({name: entry}, {name: params}, loss, frozen, load, len(source))
 
 
@@ -298,7 +298,7 @@ def _inpaint_task(config, workdir, cfg):
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in frozen_names})
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
                            "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], config),
-                           config.snr_gamma)  # fmt: skip
+                           config.snr_gamma, config.mask_weight)  # fmt: skip
     source = data_source(config, workdir)
     load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=True)
     return Task(entries, params, loss, frozen, load, len(source))

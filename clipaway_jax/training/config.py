@@ -61,6 +61,7 @@ def base_config() -> ConfigDict:
     c.prompt = ""  # unet: the conditioning text otherwise (e.g. a T_info description)
     c.mask_area = (0.01, 0.4)  # unet: random mask area range
     c.remat = False  # rematerialize UNet blocks (less memory, more compute)
+    c.mask_weight = 1.0  # inpaint, unet: loss weight of the masked region against 1 outside it (1 = off)
     c.snr_gamma = 0.0  # unet, inpaint, t2i: min-SNR-gamma loss weighting (diffusers' --snr_gamma; 5 is usual); 0 = off
     # inpaint, t2i and unet with captions (mini_scenes data): clipaway_jax/mini/batches.py InpaintRecipe
     c.inpaint_masks = ConfigDict({"whole": 0.0, "object": 0.5, "elsewhere": 0.0, "random_area": (0.02, 0.4)})

@@ -140,12 +140,15 @@ def frozen_inputs(unet, vae, image_encoder=None):
 
 
 def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet", image_encoder=None,
-              image_proj=None, snr_gamma: float = 0.0):  # fmt: skip
+              image_proj=None, snr_gamma: float = 0.0, mask_weight: float = 1.0):  # fmt: skip
     """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet (or a 4-channel text-to-image one),
     conditioned on per-example text;
     with `image_proj`, also on IP-Adapter tokens of the whole image's embedding (zeroed where the batch's
     `keep_image` is 0: IP-Adapter's condition dropout, for classifier-free guidance).
     `snr_gamma` > 0 weights each example by min-SNR-gamma (Hang et al. 2023, as diffusers' `snr_gamma`).
+    `mask_weight` != 1 weights each latent pixel of a 9- or 12-channel UNet by 1 + (mask_weight - 1) x the
+    share of it the mask covers, normalised per example (`masked_mean`): the hole weighs more than the
+    context the condition already shows.
     A batch holds `images`, or the cached `frozen_inputs` of them (`posterior_mean`, ...): the same loss."""
     cfg = SchedulerConfig.from_dict(scheduler_config, {})
     alphas = jnp.asarray(alphas_cumprod(cfg), jnp.float32)
@@ -179,12 +182,26 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
             embeds = cached["image_embeds"] * batch["keep_image"][:, None]
             tokens = image_proj.apply({"params": params["image_proj"]}, embeds)
         prediction = unet.apply({"params": params[name]}, jnp.concatenate([noisy, condition], -1), t, context, tokens)
-        error = jnp.mean((prediction.astype(jnp.float32) - target) ** 2, axis=(1, 2, 3))
+        error = (prediction.astype(jnp.float32) - target) ** 2
+        if mask_weight != 1.0 and kind != "text-to-image":
+            error = masked_mean(error, masks, mask_weight)
+        else:
+            error = jnp.mean(error, axis=(1, 2, 3))
         if snr_gamma > 0:
             error = error * min_snr_weights(alphas[t], snr_gamma, cfg.prediction_type)
         return jnp.mean(error)
 
     return loss
+
+
+def masked_mean(error: jax.Array, masks: jax.Array, mask_weight: float) -> jax.Array:
+    """Per example, the mean of `error` [B, h, w, C] weighted 1 outside the mask and `mask_weight` inside;
+    `masks` [B, H, W, 1] at pixel resolution are averaged down to the latent grid (a pixel of it half
+    covered weighs half way)."""
+    b, h, w, _ = error.shape
+    share = masks.reshape(b, h, masks.shape[1] // h, w, masks.shape[2] // w).mean(axis=(2, 4))
+    weights = 1 + (mask_weight - 1) * share[..., None]
+    return jnp.sum(error * weights, axis=(1, 2, 3)) / (jnp.sum(weights, axis=(1, 2, 3)) * error.shape[-1])
 
 
 def min_snr_weights(alpha_bar: jax.Array, gamma: float, prediction_type: str = "epsilon") -> jax.Array:
