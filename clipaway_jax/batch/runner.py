@@ -258,10 +258,10 @@ def write_results(out: Path, records: list[dict]) -> Path:
     merged = out / "results.jsonl"
     if jax.process_index() == 0:
         parts = sorted(out.glob(".results.p*.jsonl"))
-        records = [json.loads(line) for part in parts for line in part.read_text().splitlines()]
-        merged_records = merge_records(read_records(merged), records)
+        current = [json.loads(line) for part in parts for line in part.read_text().splitlines()]
+        listing = merge_records(read_records(merged), current)
         tmp = out / ".results.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in sorted(merged_records, key=lambda r: r["name"])))
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in sorted(listing, key=lambda r: r["name"])))
         os.replace(tmp, merged)
         for part in parts:
             part.unlink()
