@@ -270,6 +270,61 @@ def test_masked_mean_weighs_the_hole_by_mask_weight_per_example():
         assert got[i] == pytest.approx(want, rel=1e-6)
 
 
+def _diffusers_timestep_weights(strategy, multiplier, portion, begin, end, num_timesteps=1000):
+    """diffusers' examples/text_to_image/train_text_to_image_sdxl.py generate_timestep_weights, transcribed
+    (the examples are not part of the installed package)."""
+    weights = np.ones(num_timesteps)
+    num_to_bias = int(portion * num_timesteps)
+    if strategy == "later":
+        bias_indices = slice(-num_to_bias, None)
+    elif strategy == "earlier":
+        bias_indices = slice(0, num_to_bias)
+    elif strategy == "range":
+        bias_indices = slice(begin, end)
+    else:
+        return weights
+    weights[bias_indices] *= multiplier
+    return weights / weights.sum()
+
+
+@pytest.mark.parametrize("strategy", ["later", "earlier", "range"])
+def test_timestep_bias_weights_equal_diffusers_sdxl_script(strategy):
+    from clipaway_jax.training.tasks import timestep_weights
+
+    mine = timestep_weights(1000, strategy, 3.0, 0.3, 200, 500)
+    np.testing.assert_allclose(mine, _diffusers_timestep_weights(strategy, 3.0, 0.3, 200, 500), rtol=1e-12)
+    assert timestep_weights(1000) is None  # "none": uniform, drawn as before
+    with pytest.raises(ValueError, match="multiplier"):
+        timestep_weights(1000, "later", 0.0)
+    with pytest.raises(ValueError, match="range"):
+        timestep_weights(1000, "range", 2.0, begin=500, end=1200)
+
+
+def test_the_unet_loss_draws_its_timesteps_from_the_bias_weights(tiny_checkpoint):
+    """With all the weight on one timestep, every example is noised at it: a stand-in UNet that outputs
+    t makes the loss ~ t^2."""
+    from types import SimpleNamespace
+
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.models import UNetConfig
+    from clipaway_jax.training.tasks import timestep_weights, unet_loss
+
+    ckpt = load_checkpoint(tiny_checkpoint, networks=["vae", "text_encoder"])
+    config = UNetConfig.from_dict(MICRO_UNET)
+    out = lambda params, x, t, context, tokens: jax.numpy.zeros(x.shape[:-1] + (4,)) + t[:, None, None, None]
+    stand_in = SimpleNamespace(config=config, apply=out)
+    frozen = {n: {"params": ckpt.params[n]} for n in ("vae", "text_encoder")}
+    rng = np.random.default_rng(0)
+    batch = {"images": rng.random((4, 64, 64, 3), dtype=np.float32), "masks": np.zeros((4, 64, 64), np.float32),
+             "text_ids": np.zeros((4, 77), np.int32)}  # fmt: skip
+    for t in (3, 700):
+        weights = timestep_weights(1000, "range", 1e6, begin=t, end=t + 1)
+        loss = unet_loss(stand_in, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest["scheduler"],
+                         timestep_weights=weights)  # fmt: skip
+        value = float(jax.jit(loss)({"unet": {}}, frozen, batch, jax.random.key(1)))
+        assert abs(np.sqrt(value) - t) < 3, (t, value)
+
+
 @pytest.mark.parametrize("decay", [0.0, 0.9])
 def test_the_ema_of_the_params_follows_diffusers_rule_and_is_checkpointed(decay, tmp_path):
     """`ema_decay`: ema <- d ema + (1 - d) params after each update, d = min(decay, (1 + t) / (10 + t)) as

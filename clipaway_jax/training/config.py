@@ -63,6 +63,8 @@ def base_config() -> ConfigDict:
     c.remat = False  # rematerialize UNet blocks (less memory, more compute)
     c.mask_weight = 1.0  # inpaint, unet: loss weight of the masked region against 1 outside it (1 = off)
     c.snr_gamma = 0.0  # unet, inpaint, t2i: min-SNR-gamma loss weighting (diffusers' --snr_gamma; 5 is usual); 0 = off
+    # unet, inpaint, t2i: draw t with more weight on a part of the schedule (diffusers' SDXL --timestep_bias_*)
+    c.timestep_bias = ConfigDict({"strategy": "none", "multiplier": 1.0, "portion": 0.25, "begin": 0, "end": 1000})
     # inpaint, t2i and unet with captions (mini_scenes data): clipaway_jax/mini/batches.py InpaintRecipe
     c.inpaint_masks = ConfigDict({"whole": 0.0, "object": 0.5, "elsewhere": 0.0, "random_area": (0.02, 0.4)})
     c.caption_p = 0.3  # share of examples conditioned on the scene caption (else "")

@@ -140,7 +140,7 @@ def frozen_inputs(unet, vae, image_encoder=None):
 
 
 def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet", image_encoder=None,
-              image_proj=None, snr_gamma: float = 0.0, mask_weight: float = 1.0):  # fmt: skip
+              image_proj=None, snr_gamma: float = 0.0, mask_weight: float = 1.0, timestep_weights=None):  # fmt: skip
     """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet (or a 4-channel text-to-image one),
     conditioned on per-example text;
     with `image_proj`, also on IP-Adapter tokens of the whole image's embedding (zeroed where the batch's
@@ -149,6 +149,7 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
     `mask_weight` != 1 weights each latent pixel of a 9- or 12-channel UNet by 1 + (mask_weight - 1) x the
     share of it the mask covers, normalised per example (`masked_mean`): the hole weighs more than the
     context the condition already shows.
+    `timestep_weights` [num_train_timesteps] (`timestep_weights()`): t is drawn from them instead of uniformly.
     A batch holds `images`, or the cached `frozen_inputs` of them (`posterior_mean`, ...): the same loss."""
     cfg = SchedulerConfig.from_dict(scheduler_config, {})
     alphas = jnp.asarray(alphas_cumprod(cfg), jnp.float32)
@@ -171,7 +172,10 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
         else:  # text-to-image: the noisy latents alone
             condition = latents[..., :0]
         b = masks.shape[0]
-        t = jax.random.randint(k_t, (b,), 0, cfg.num_train_timesteps)
+        if timestep_weights is None:
+            t = jax.random.randint(k_t, (b,), 0, cfg.num_train_timesteps)
+        else:
+            t = jax.random.choice(k_t, cfg.num_train_timesteps, (b,), p=jnp.asarray(timestep_weights, jnp.float32))
         noise = jax.random.normal(k_noise, latents.shape)
         a = alphas[t][:, None, None, None]
         noisy = jnp.sqrt(a) * latents + jnp.sqrt(1 - a) * noise
@@ -202,6 +206,31 @@ def masked_mean(error: jax.Array, masks: jax.Array, mask_weight: float) -> jax.A
     share = masks.reshape(b, h, masks.shape[1] // h, w, masks.shape[2] // w).mean(axis=(2, 4))
     weights = 1 + (mask_weight - 1) * share[..., None]
     return jnp.sum(error * weights, axis=(1, 2, 3)) / (jnp.sum(weights, axis=(1, 2, 3)) * error.shape[-1])
+
+
+def timestep_weights(num_timesteps: int, strategy: str = "none", multiplier: float = 1.0, portion: float = 0.25,
+                     begin: int = 0, end: int = 1000) -> np.ndarray | None:
+    """The training timesteps' sampling weights of diffusers' SDXL script (`--timestep_bias_strategy`,
+    `_multiplier`, `_portion`, `_begin`, `_end`): "later" multiplies the last `portion` of the timesteps (the
+    noisiest) by `multiplier`, "earlier" the first, "range" [begin, end); normalised. "none": None (uniform)."""
+    if strategy == "none":
+        return None
+    if multiplier <= 0:
+        raise ValueError(f"timestep_bias.multiplier must be > 0, got {multiplier}")
+    count = int(portion * num_timesteps)
+    if strategy == "later":
+        biased = slice(num_timesteps - count, None)
+    elif strategy == "earlier":
+        biased = slice(0, count)
+    elif strategy == "range":
+        if not 0 <= begin < end <= num_timesteps:
+            raise ValueError(f"timestep_bias range [{begin}, {end}) is not inside [0, {num_timesteps})")
+        biased = slice(begin, end)
+    else:
+        raise ValueError(f"timestep_bias.strategy must be none, later, earlier or range, got {strategy!r}")
+    weights = np.ones(num_timesteps)
+    weights[biased] *= multiplier
+    return weights / weights.sum()
 
 
 def min_snr_weights(alpha_bar: jax.Array, gamma: float, prediction_type: str = "epsilon") -> jax.Array:
