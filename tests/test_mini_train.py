@@ -2,6 +2,7 @@
 set, at micro sizes: each learns on a fixed batch, and a run stopped midway resumes to the same params
 bit for bit. `make mini`'s recipe strings the same commands together."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -320,6 +321,31 @@ def test_moved_off_masks_keep_the_silhouette_and_leave_the_object_uncovered():
         assert (training_mask(ex, np.random.default_rng(i), 64, recipe) * mask).sum() <= 0.1 * mask.sum()
     huge = np.ones((16, 16), bool)  # no room anywhere: the least overlapping try, still a mask
     assert moved_off(huge, np.random.default_rng(0)).all()
+
+
+def test_empty_scenes_replace_their_share_of_the_images_with_a_fresh_texture(monkeypatch):
+    """`empty_p`: that share of the inpainting examples is a new texture of the scene's kind with nothing on
+    it, captioned with the kind; at 0 the loader draws exactly what it drew before the option existed."""
+    from clipaway_jax.mini import batches
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import render
+
+    captions = RecordedTokens()
+    monkeypatch.setattr(batches, "Tokens", lambda tokenizer: captions)
+    scenes = [render(0, i, 32) for i in range(6)]
+    source = [example(s, i) for i, s in enumerate(scenes)]
+    caption_all = batches.InpaintRecipe(caption=1.0)
+    plain = batches.inpaint_loader(source, None, 0, caption_all)(np.arange(6))
+    assert captions == [s.scene_caption for s in scenes]
+    captions.clear()
+    empty = batches.inpaint_loader(source, None, 0, dataclasses.replace(caption_all, empty=1.0))(np.arange(6))
+    assert captions == [s.background_kind for s in scenes]
+    for scene, image in zip(scenes, empty["images"]):
+        assert not np.allclose(image, scene.image / 255.0, atol=0.05)  # not the scene
+        assert not np.allclose(image, scene.background / 255.0, atol=0.05)  # nor its ground truth
+    zero = batches.inpaint_loader(source, None, 0, dataclasses.replace(caption_all, empty=0.0))(np.arange(6))
+    for key in plain:
+        np.testing.assert_array_equal(plain[key], zero[key])
 
 
 class RecordedTokens(list):

@@ -49,6 +49,9 @@ class InpaintRecipe:
     masks: MaskRecipe = MaskRecipe()
     caption: float = 0.3  # share of examples conditioned on the scene caption (else "")
     keep_image: float = 0.85  # share keeping the image embedding (else zeros: IP-Adapter's condition dropout)
+    empty: float = 0.0  # share of examples whose image is a fresh texture of the scene's background kind
+    #                     and nothing on it, captioned with the kind: the world's empty scenes (every scene
+    #                     of the data set holds an object, so tokens of an object-free image are never seen)
 
 
 def decode(data: bytes, mode: str = "RGB") -> np.ndarray:
@@ -187,6 +190,14 @@ def moved_off(mask: np.ndarray, rng: np.random.Generator, tries: int = 20) -> np
     return np.ascontiguousarray(best)
 
 
+def empty_scene(scene_caption: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A fresh texture of the scene's background kind with no object on it, and its caption (the kind)."""
+    from clipaway_jax.mini.scenes import texture
+
+    kind = scene_caption.rpartition(" on ")[2]
+    return texture(kind, size, rng).astype(np.float32) / 255.0, kind
+
+
 def inpaint_loader(source, tokenizer, seed: int, recipe: InpaintRecipe = InpaintRecipe()):
     tokens = Tokens(tokenizer)
 
@@ -195,9 +206,12 @@ def inpaint_loader(source, tokenizer, seed: int, recipe: InpaintRecipe = Inpaint
         for i in indices:
             example, rng = source[int(i)], np.random.default_rng([seed, int(i), 1])
             image = decode(example["image"]).astype(np.float32) / 255.0
+            caption = text(example["scene_caption"])
+            if recipe.empty and rng.random() < recipe.empty:  # (no draw at 0: the default keeps its stream)
+                image, caption = empty_scene(caption, image.shape[0], rng)
             images.append(image)
             masks.append(training_mask(example, rng, image.shape[0], recipe.masks))
-            ids.append(tokens(text(example["scene_caption"]) if rng.random() < recipe.caption else ""))
+            ids.append(tokens(caption if rng.random() < recipe.caption else ""))
             keep.append(np.float32(rng.random() < recipe.keep_image))
         return {"images": np.stack(images), "masks": np.stack(masks), "text_ids": np.stack(ids),
                 "keep_image": np.asarray(keep, np.float32)}  # fmt: skip

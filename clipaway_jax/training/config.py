@@ -69,6 +69,7 @@ def base_config() -> ConfigDict:
     c.inpaint_masks = ConfigDict({"whole": 0.0, "object": 0.5, "elsewhere": 0.0, "random_area": (0.02, 0.4)})
     c.caption_p = 0.3  # share of examples conditioned on the scene caption (else "")
     c.keep_image_p = 0.85  # share keeping the image embedding (else zeros, for classifier-free guidance)
+    c.empty_p = 0.0  # share of examples replaced by an empty scene (a fresh texture of its background kind)
     return c
 
 
@@ -78,7 +79,7 @@ def inpaint_recipe(c: ConfigDict):
 
     m = c.inpaint_masks
     masks = MaskRecipe(m.whole, m.object, m.elsewhere, tuple(m.random_area))
-    return InpaintRecipe(masks, c.caption_p, c.keep_image_p)
+    return InpaintRecipe(masks, c.caption_p, c.keep_image_p, c.empty_p)
 
 
 def from_scratch(c: ConfigDict) -> ConfigDict:
