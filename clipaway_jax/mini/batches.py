@@ -122,10 +122,7 @@ def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, al
 
 def background_region(scene_caption: str, mask: np.ndarray, rng: np.random.Generator, tokens: Tokens):
     """A new texture of the scene's background kind, alpha = the object's mask, captioned with the kind."""
-    from clipaway_jax.mini.scenes import texture
-
-    kind = scene_caption.rpartition(" on ")[2]
-    pixels = texture(kind, mask.shape[0], rng).astype(np.float32) / 255.0
+    pixels, kind = empty_scene(scene_caption, mask.shape[0], rng)
     words = TEMPLATES[rng.integers(len(TEMPLATES))].format(kind) if rng.random() < TEMPLATE_P else kind
     return pixels, mask.astype(np.float32), tokens(words)
 
