@@ -307,7 +307,7 @@ def test_the_unet_loss_draws_its_timesteps_from_the_bias_weights(tiny_checkpoint
 
     from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.models import UNetConfig
-    from clipaway_jax.training.tasks import timestep_weights, unet_loss
+    from clipaway_jax.training.tasks import unet_loss
 
     ckpt = load_checkpoint(tiny_checkpoint, networks=["vae", "text_encoder"])
     config = UNetConfig.from_dict(MICRO_UNET)
@@ -318,9 +318,9 @@ def test_the_unet_loss_draws_its_timesteps_from_the_bias_weights(tiny_checkpoint
     batch = {"images": rng.random((4, 64, 64, 3), dtype=np.float32), "masks": np.zeros((4, 64, 64), np.float32),
              "text_ids": np.zeros((4, 77), np.int32)}  # fmt: skip
     for t in (3, 700):
-        weights = timestep_weights(1000, "range", 1e6, begin=t, end=t + 1)
+        bias = dict(strategy="range", multiplier=1e6, begin=t, end=t + 1)
         loss = unet_loss(stand_in, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest["scheduler"],
-                         timestep_weights=weights)  # fmt: skip
+                         timestep_bias=bias)  # fmt: skip
         value = float(jax.jit(loss)({"unet": {}}, frozen, batch, jax.random.key(1)))
         assert abs(np.sqrt(value) - t) < 3, (t, value)
 

@@ -223,16 +223,8 @@ def _unet_task(config, workdir, cfg):
     name = "unet_dcgd12" if config.unet_variant == "dcgd12" else "unet"
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
                            name, snr_gamma=config.snr_gamma, mask_weight=config.mask_weight,
-                           timestep_weights=_timestep_weights(config, ckpt))  # fmt: skip
+                           timestep_bias=dict(config.timestep_bias))  # fmt: skip
     return Task({name: entry}, {name: params}, loss, frozen, load, len(source))
-
-
-def _timestep_weights(config, ckpt):
-    """`--config.timestep_bias`: the sampling weights of the training timesteps, or None (uniform)."""
-    from clipaway_jax.training import tasks
-
-    count = ckpt.manifest.get("scheduler", {}).get("num_train_timesteps", 1000)
-    return tasks.timestep_weights(count, **config.timestep_bias)
 
 
 # --- trainings from scratch (a world without published weights: see clipaway_jax.mini) -------------
@@ -307,7 +299,7 @@ def _inpaint_task(config, workdir, cfg):
     frozen = jax_tree_numpy({name: {"params": ckpt.params[name]} for name in frozen_names})
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
                            "unet", ckpt.module("image_encoder"), _module(entries["image_proj"], config),
-                           config.snr_gamma, config.mask_weight, _timestep_weights(config, ckpt))  # fmt: skip
+                           config.snr_gamma, config.mask_weight, dict(config.timestep_bias))  # fmt: skip
     source = data_source(config, workdir)
     load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=True)
     return Task(entries, params, loss, frozen, load, len(source))
@@ -334,7 +326,7 @@ def _t2i_task(config, workdir, cfg):
     unet = _module(entry, config).clone(remat=config.remat)
     inner = tasks.unet_loss(unet, vae, ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}), "unet_t2i",
                             ckpt.module("image_encoder"), ckpt.module("image_proj"), config.snr_gamma,
-                            timestep_weights=_timestep_weights(config, ckpt))  # fmt: skip
+                            timestep_bias=dict(config.timestep_bias))  # fmt: skip
 
     def loss(params, frozen, batch, rng):
         full = {**frozen["unet"]["params"], **params["unet_t2i"]}

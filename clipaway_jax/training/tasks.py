@@ -140,7 +140,7 @@ def frozen_inputs(unet, vae, image_encoder=None):
 
 
 def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet", image_encoder=None,
-              image_proj=None, snr_gamma: float = 0.0, mask_weight: float = 1.0, timestep_weights=None):  # fmt: skip
+              image_proj=None, snr_gamma: float = 0.0, mask_weight: float = 1.0, timestep_bias=None):  # fmt: skip
     """Noise MSE (DCGD eq. 7) for a 9- or 12-channel inpainting UNet (or a 4-channel text-to-image one),
     conditioned on per-example text;
     with `image_proj`, also on IP-Adapter tokens of the whole image's embedding (zeroed where the batch's
@@ -149,13 +149,15 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
     `mask_weight` != 1 weights each latent pixel of a 9- or 12-channel UNet by 1 + (mask_weight - 1) x the
     share of it the mask covers, normalised per example (`masked_mean`): the hole weighs more than the
     context the condition already shows.
-    `timestep_weights` [num_train_timesteps] (`timestep_weights()`): t is drawn from them instead of uniformly.
+    `timestep_bias` (`timestep_weights()`'s keywords, `--config.timestep_bias`): t is drawn from those weights
+    over the schedule's timesteps instead of uniformly.
     A batch holds `images`, or the cached `frozen_inputs` of them (`posterior_mean`, ...): the same loss."""
     cfg = SchedulerConfig.from_dict(scheduler_config, {})
     alphas = jnp.asarray(alphas_cumprod(cfg), jnp.float32)
     sf = vae.config.scaling_factor
     down = vae.config.scale_factor
     kind = unet_kind(unet.config)
+    weights = timestep_weights(cfg.num_train_timesteps, **(timestep_bias or {}))
     encode = frozen_inputs(unet, vae, image_encoder if image_proj is not None else None)
 
     def loss(params, frozen, batch, rng):
@@ -172,10 +174,10 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
         else:  # text-to-image: the noisy latents alone
             condition = latents[..., :0]
         b = masks.shape[0]
-        if timestep_weights is None:
+        if weights is None:
             t = jax.random.randint(k_t, (b,), 0, cfg.num_train_timesteps)
         else:
-            t = jax.random.choice(k_t, cfg.num_train_timesteps, (b,), p=jnp.asarray(timestep_weights, jnp.float32))
+            t = jax.random.choice(k_t, cfg.num_train_timesteps, (b,), p=jnp.asarray(weights, jnp.float32))
         noise = jax.random.normal(k_noise, latents.shape)
         a = alphas[t][:, None, None, None]
         noisy = jnp.sqrt(a) * latents + jnp.sqrt(1 - a) * noise
