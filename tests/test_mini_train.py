@@ -323,6 +323,34 @@ def test_moved_off_masks_keep_the_silhouette_and_leave_the_object_uncovered():
     assert moved_off(huge, np.random.default_rng(0)).all()
 
 
+def test_placed_masks_land_whole_inside_the_image_instead_of_wrapping():
+    """`wrap=False`: the moved silhouette is not split across opposite borders (the wrapped shift splits most
+    of them), it still leaves the object uncovered, and the recipe's share of masks draws it."""
+    from clipaway_jax.mini.batches import MaskRecipe, grown, moved_off, training_mask
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import render
+
+    split = lambda m: bool((m[0].any() and m[-1].any()) or (m[:, 0].any() and m[:, -1].any()))
+    scenes = [s for s in (render(0, i, 64) for i in range(60)) if 0.02 < s.area < 0.15][:12]
+    assert len(scenes) >= 8
+    wrapped, placed = [], []
+    for i, scene in enumerate(scenes):
+        mask = scene.mask >= 128
+        wrapped.append(moved_off(mask, np.random.default_rng([1, i])))
+        moved = moved_off(mask, np.random.default_rng([1, i]), wrap=False)
+        placed.append(moved)
+        assert (moved * mask).sum() <= 0.1 * mask.sum()  # the object is not under it
+        assert 0.3 * grown(mask, 0).sum() <= moved.sum() <= grown(mask, 2).sum()  # at most a third cut off
+        np.testing.assert_array_equal(moved, moved_off(mask, np.random.default_rng([1, i]), wrap=False))
+    assert not any(split(m) for m in placed)
+    assert sum(split(m) for m in wrapped) >= len(scenes) // 3
+    recipe = MaskRecipe(object=0.0, elsewhere=1.0, wrap=False)
+    rng = np.random.default_rng(5)
+    rng.random(), rng.random()  # training_mask's two draws: not the object's mask, the moved one
+    expected = moved_off(scenes[0].mask >= 128, rng, wrap=False)
+    np.testing.assert_array_equal(training_mask(example(scenes[0], 0), np.random.default_rng(5), 64, recipe), expected)
+
+
 def test_empty_scenes_replace_their_share_of_the_images_with_a_fresh_texture(monkeypatch):
     """`empty_p`: that share of the inpainting examples is a new texture of the scene's kind with nothing on
     it, captioned with the kind; at 0 the loader draws exactly what it drew before the option existed."""

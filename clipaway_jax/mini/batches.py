@@ -42,6 +42,8 @@ class MaskRecipe:
     elsewhere: float = 0.0  # share of the rest with that silhouette moved off the object (what is under it
     #                         is the scene's background or other objects, not the object)
     random_area: tuple[float, float] = (0.02, 0.4)  # the rest: strokes and boxes covering this much
+    wrap: bool = True  # the moved silhouette may wrap around the border (split into pieces at the edges); False:
+    #                    it lands whole inside the image, as a removal's mask does
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +155,7 @@ def training_mask(example: dict, rng: np.random.Generator, size: int,
     if rng.random() < recipe.object:
         return grown(decode(example["mask"], "L") >= 128, int(rng.integers(0, 3)))
     if recipe.elsewhere and rng.random() < recipe.elsewhere:
-        return moved_off(decode(example["mask"], "L") >= 128, rng)
+        return moved_off(decode(example["mask"], "L") >= 128, rng, wrap=recipe.wrap)
     return random_mask(rng, size, tuple(recipe.random_area))
 
 
@@ -167,24 +169,44 @@ def grown(mask: np.ndarray, pixels: int) -> np.ndarray:
     return (np.asarray(image) >= 128).astype(np.float32)
 
 
-def moved_off(mask: np.ndarray, rng: np.random.Generator, tries: int = 20) -> np.ndarray:
+def moved_off(mask: np.ndarray, rng: np.random.Generator, tries: int = 20, wrap: bool = True) -> np.ndarray:
     """The object's silhouette (dilated 0-2 px, maybe mirrored) shifted to where it covers at most a tenth
     of the object: an object-shaped hole with the object NOT under it, so that a hole's shape alone does not
-    say "paint an object" (the image tokens and the visible rest must). Shifts wrap around the border.
-    Falls back to the least overlapping of the tries (a large object leaves no room)."""
+    say "paint an object" (the image tokens and the visible rest must). With `wrap` the shift wraps around
+    the border (most such holes then come in pieces at the edges); without, the silhouette's box lands
+    whole inside the image. Falls back to the least overlapping of the tries (a large object leaves no room)."""
     shape = grown(mask, int(rng.integers(0, 3)))
     if rng.random() < 0.5:
         shape = shape[:, ::-1]
-    size, best, best_overlap = mask.shape[0], shape, np.inf
+    place = _rolled if wrap else _placed
+    best, best_overlap = shape, np.inf
     for _ in range(tries):
-        dy, dx = rng.integers(0, size, 2)
-        moved = np.roll(shape, (int(dy), int(dx)), axis=(0, 1))
+        moved = place(shape, rng)
         overlap = float((moved * mask).sum()) / max(float(mask.sum()), 1.0)
         if overlap <= 0.1:
             return np.ascontiguousarray(moved)
         if overlap < best_overlap:
             best, best_overlap = moved, overlap
     return np.ascontiguousarray(best)
+
+
+def _rolled(shape: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    dy, dx = rng.integers(0, shape.shape[0], 2)
+    return np.roll(shape, (int(dy), int(dx)), axis=(0, 1))
+
+
+def _placed(shape: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The silhouette's box placed at random, up to a third of it past the border (cut there, as the scenes'
+    objects are: their centres lie in [side / 3, 1 - side / 3])."""
+    ys, xs = np.nonzero(shape)
+    if not len(ys):
+        return shape
+    piece = shape[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    (h, w), size = piece.shape, shape.shape[0]
+    top, left = (int(v) for v in rng.integers([-(h // 3), -(w // 3)], [size - h + h // 3 + 1, size - w + w // 3 + 1]))
+    canvas = np.zeros((size + 2 * h, size + 2 * w), shape.dtype)
+    canvas[h + top : h + top + h, w + left : w + left + w] = piece
+    return canvas[h : h + size, w : w + size]
 
 
 def empty_scene(scene_caption: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
