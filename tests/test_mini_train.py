@@ -323,7 +323,7 @@ def test_moved_off_masks_keep_the_silhouette_and_leave_the_object_uncovered():
     assert moved_off(huge, np.random.default_rng(0)).all()
 
 
-def test_placed_masks_land_whole_inside_the_image_instead_of_wrapping():
+def test_placed_masks_land_in_one_piece_instead_of_wrapping():
     """`wrap=False`: the moved silhouette is not split across opposite borders (the wrapped shift splits most
     of them), it still leaves the object uncovered, and the recipe's share of masks draws it."""
     from clipaway_jax.mini.batches import MaskRecipe, grown, moved_off, training_mask

@@ -43,7 +43,7 @@ class MaskRecipe:
     #                         is the scene's background or other objects, not the object)
     random_area: tuple[float, float] = (0.02, 0.4)  # the rest: strokes and boxes covering this much
     wrap: bool = True  # the moved silhouette may wrap around the border (split into pieces at the edges); False:
-    #                    it lands whole inside the image, as a removal's mask does
+    #                    it lands in one piece (cut where its box passes the border), as a removal's mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +173,9 @@ def moved_off(mask: np.ndarray, rng: np.random.Generator, tries: int = 20, wrap:
     """The object's silhouette (dilated 0-2 px, maybe mirrored) shifted to where it covers at most a tenth
     of the object: an object-shaped hole with the object NOT under it, so that a hole's shape alone does not
     say "paint an object" (the image tokens and the visible rest must). With `wrap` the shift wraps around
-    the border (most such holes then come in pieces at the edges); without, the silhouette's box lands
-    whole inside the image. Falls back to the least overlapping of the tries (a large object leaves no room)."""
+    the border (most such holes then come in pieces at the edges); without, it lands in one piece, at most
+    a third of its box past the border (`_placed`). Falls back to the least overlapping of the tries (a
+    large object leaves no room)."""
     shape = grown(mask, int(rng.integers(0, 3)))
     if rng.random() < 0.5:
         shape = shape[:, ::-1]
