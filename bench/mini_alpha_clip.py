@@ -3,7 +3,8 @@
     zero-shot top-1 with alpha = the object's mask over the 80 colour-shape classes (class / colour / shape),
     and on the object's box crop with alpha = 1 (CLIP@k's input: the object centred and at one scale),
     "object painted in?" on the untouched source and on the ground truth (clipaway_jax/mini/measures.py),
-    the text tower's cosines between class prompts that differ only in shape / only in colour,
+    the text tower's cosines between class prompts that differ only in shape / only in colour, and between
+    the shape-only prompts "a star", "a circle", ...,
     a ridge probe of e_f (alpha = mask) for shape and colour, fitted on training scenes: does the image
     embedding carry shape at all, whatever the text says?
 
@@ -72,6 +73,16 @@ def text_cosines(describer) -> tuple[float, float]:
     return float(cos[same_colour & ~same_shape].mean()), float(cos[same_shape & ~same_colour].mean())
 
 
+def shape_prompt_cosine(checkpoint) -> float:
+    """Mean cosine between the text features of "a circle", "a square", ... (the `shape_p` captions)."""
+    from clipaway_jax.tokenizer import load_tokenizer, tokenize
+
+    ids = tokenize(load_tokenizer(checkpoint.tokenizer_path), [f"a {shape}" for shape in SHAPES])
+    e = np.asarray(checkpoint.module("clip_text").apply({"params": checkpoint.params["clip_text"]}, ids).text_embeds)
+    e = e / np.linalg.norm(e, axis=-1, keepdims=True)
+    return float((e @ e.T)[~np.eye(len(SHAPES), dtype=bool)].mean())
+
+
 def focused(describer, images: np.ndarray, masks: np.ndarray, batch: int = 100) -> np.ndarray:
     """e_f: AlphaCLIP's image_embeds with alpha = mask [N, D]."""
     model, params = describer.alpha_clip, {"params": describer.checkpoint.params["alpha_clip"]}
@@ -99,6 +110,7 @@ def measure(checkpoint: Path, train: dict, val: dict) -> None:
           f"ground truth read as removed {100 * (1 - painted(val['truth'], val['masks']).mean()):.1f}%")  # fmt: skip
     other_shape, other_colour = text_cosines(describer)
     print(f"text cosines: same colour, other shape {other_shape:.3f}; same shape, other colour {other_colour:.3f}")
+    print(f'"a {{shape}}" prompts: mean cosine {shape_prompt_cosine(loaded):.3f}')
     e_train = focused(describer, train["images"], train["masks"])
     e_val = focused(describer, val["images"], val["masks"])
     for key, classes in (("shape", len(SHAPES)), ("colour", len(COLOURS))):
