@@ -10,14 +10,17 @@
 
 With --supervised-steps N it also trains the same architecture from nothing as a shape classifier (AdamW,
 batch 64, alpha = mask) and prints its validation accuracy every 100 steps: how fast this ViT can learn
-shape with the most direct signal there is.
+shape with the most direct signal there is. --architecture KEY=VALUE changes the architecture of that run
+(the config fields of `CLIPVisionConfig`: patch_size, num_hidden_layers, num_attention_heads, ...).
 
     python bench/mini_alpha_clip.py [--checkpoint C] [--data-dir runs/mini/data] [--supervised-steps 600]
+    python bench/mini_alpha_clip.py --supervised-steps 1000 --supervised-lr 3e-4 --architecture num_attention_heads=8
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,6 +37,7 @@ from clipaway_jax.mini.evaluate import source_of
 from clipaway_jax.mini.measures import PaintedIn, zero_shot_accuracy
 from clipaway_jax.mini.scenes import COLOURS, SHAPES
 from clipaway_jax.mini.shipped import SHIPPED
+from clipaway_jax.models.clip import CLIPVisionTransformer
 from clipaway_jax.pipelines.describe import RegionDescriber
 from clipaway_jax.preprocess import alpha_clip_inputs
 
@@ -118,9 +122,13 @@ def measure(checkpoint: Path, train: dict, val: dict) -> None:
         print(f"ridge probe of e_f on {len(e_train)} training scenes: {key} {accuracy:.1f}%")
 
 
-def supervised(checkpoint: Path, train: dict, val: dict, steps: int, learning_rate: float = 1e-3) -> None:
-    """The checkpoint's AlphaCLIP architecture from nothing, trained to name the target's shape."""
-    model = load_checkpoint(checkpoint, networks=["alpha_clip"]).module("alpha_clip")
+def supervised(checkpoint: Path, train: dict, val: dict, steps: int, learning_rate: float = 1e-3,
+               architecture: dict | None = None) -> None:  # fmt: skip
+    """The checkpoint's AlphaCLIP architecture (with `architecture`'s changes) from nothing, trained to name the
+    target's shape."""
+    config = load_checkpoint(checkpoint, networks=["alpha_clip"]).module("alpha_clip").config
+    model = CLIPVisionTransformer(dataclasses.replace(config, **(architecture or {})))
+    print(f"supervised: {model.config}")
     size = model.config.image_size
     inputs = lambda x, m: alpha_clip_inputs(x, m, size)
     params = {"vit": model.init(jax.random.PRNGKey(0), *inputs(train["images"][:2], train["masks"][:2])),
@@ -161,12 +169,15 @@ def main(argv=None) -> int:
     p.add_argument("--train-count", type=int, default=2000, help="training scenes for the probe")
     p.add_argument("--count", type=int, default=500, help="validation scenes")
     p.add_argument("--supervised-steps", type=int, default=0)
+    p.add_argument("--supervised-lr", type=float, default=1e-3)
+    p.add_argument("--architecture", nargs="+", default=[], metavar="KEY=VALUE", help="integer config fields")
     args = p.parse_args(argv)
+    architecture = {key: int(value) for key, value in (item.split("=", 1) for item in args.architecture)}
     train = scenes(args.data_dir, "train", max(args.train_count, 8000 if args.supervised_steps else 0))
     val = scenes(args.data_dir, "validation", args.count)
     measure(args.checkpoint, {k: v[: args.train_count] for k, v in train.items()}, val)
     if args.supervised_steps:
-        supervised(args.checkpoint, train, val, args.supervised_steps)
+        supervised(args.checkpoint, train, val, args.supervised_steps, args.supervised_lr, architecture)
     return 0
 
 
