@@ -46,14 +46,15 @@ def scenes(data_dir: Path, split: str, count: int) -> dict[str, np.ndarray]:
     source = source_of(data_dir, split)
     examples = [source[i] for i in range(count)]
     column = lambda key, mode="RGB": np.stack([decode(e[key], mode) for e in examples])
-    captions = [text(e["caption"]).split(" ")[1:] for e in examples]  # "a red star" -> ["red", "star"]
+    captions = [text(e["caption"]) for e in examples]  # "a red star", "an orange ring"
+    named = [caption.split(" ")[1:] for caption in captions]  # ["red", "star"]
     images = column("image")
     crops = np.stack([box_crop(image, e["box"], image.shape[0]) for image, e in zip(images, examples)])
     truth = column("background").astype(np.float32) / 255
     return {"images": images.astype(np.float32) / 255, "crops": crops, "truth": truth,
-            "masks": (column("mask", "L") >= 128).astype(np.float32), "captions": [f"a {c} {s}" for c, s in captions],
-            "colour": np.array([list(COLOURS).index(c) for c, _ in captions]),
-            "shape": np.array([SHAPES.index(s) for _, s in captions])}  # fmt: skip
+            "masks": (column("mask", "L") >= 128).astype(np.float32), "captions": captions,
+            "colour": np.array([list(COLOURS).index(c) for c, _ in named]),
+            "shape": np.array([SHAPES.index(s) for _, s in named])}  # fmt: skip
 
 
 def with_clip_text(checkpoint: Path):
