@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from clipaway_jax import xla
-from clipaway_jax.checkpoint import load_checkpoint
+from clipaway_jax.checkpoint import build_module, load_checkpoint, read_manifest
 from clipaway_jax.mini.batches import box_crop, decode, text
 from clipaway_jax.mini.evaluate import source_of
 from clipaway_jax.mini.measures import PaintedIn, zero_shot_accuracy
@@ -88,12 +88,17 @@ def shape_prompt_cosine(checkpoint) -> float:
     return float((e @ e.T)[~np.eye(len(SHAPES), dtype=bool)].mean())
 
 
-def focused(describer, images: np.ndarray, masks: np.ndarray, batch: int = 100) -> np.ndarray:
+def in_chunks(run, images: np.ndarray, masks: np.ndarray, batch: int = 100) -> np.ndarray:
+    """`run(images, masks)` over chunks of `batch`, concatenated."""
+    return np.concatenate([np.asarray(run(images[s : s + batch], masks[s : s + batch]))
+                           for s in range(0, len(images), batch)])  # fmt: skip
+
+
+def focused(describer, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """e_f: AlphaCLIP's image_embeds with alpha = mask [N, D]."""
     model, params = describer.alpha_clip, {"params": describer.checkpoint.params["alpha_clip"]}
-    run = xla.jit(lambda p, x, m: model.apply(p, *alpha_clip_inputs(x, m, model.config.image_size)).image_embeds)
-    return np.concatenate([np.asarray(run(params, images[s : s + batch], masks[s : s + batch]))
-                           for s in range(0, len(images), batch)])  # fmt: skip
+    run = xla.jit(lambda x, m: model.apply(params, *alpha_clip_inputs(x, m, model.config.image_size)).image_embeds)
+    return in_chunks(run, images, masks)
 
 
 def ridge_probe(train_x, train_y, test_x, test_y, classes: int, ridge: float = 1e-2) -> float:
@@ -127,7 +132,7 @@ def supervised(checkpoint: Path, train: dict, val: dict, steps: int, learning_ra
                architecture: dict | None = None) -> None:  # fmt: skip
     """The checkpoint's AlphaCLIP architecture (with `architecture`'s changes) from nothing, trained to name the
     target's shape."""
-    config = load_checkpoint(checkpoint, networks=["alpha_clip"]).module("alpha_clip").config
+    config = build_module(read_manifest(checkpoint)["networks"]["alpha_clip"])[0].config  # no weights needed
     model = CLIPVisionTransformer(dataclasses.replace(config, **(architecture or {})))
     print(f"supervised: {model.config}")
     size = model.config.image_size
@@ -151,14 +156,13 @@ def supervised(checkpoint: Path, train: dict, val: dict, steps: int, learning_ra
         return optax.apply_updates(p, updates), s, value
 
     predict = xla.jit(lambda p, x, m: logits(p, x, m).argmax(-1))
+    validation = lambda p: in_chunks(lambda x, m: predict(p, x, m), val["images"], val["masks"])
     rng, start = np.random.default_rng(0), time.perf_counter()
     for i in range(1, steps + 1):
         idx = rng.integers(0, len(train["shape"]), 64)
         params, state, value = step(params, state, train["images"][idx], train["masks"][idx], train["shape"][idx])
         if i % 100 == 0:
-            top = np.concatenate([np.asarray(predict(params, val["images"][s : s + 100], val["masks"][s : s + 100]))
-                                  for s in range(0, len(val["shape"]), 100)])  # fmt: skip
-            accuracy = 100 * np.mean(top == val["shape"])
+            accuracy = 100 * np.mean(validation(params) == val["shape"])
             print(f"supervised step {i}: loss {float(value):.3f}, validation shape {accuracy:.1f}% "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
 
