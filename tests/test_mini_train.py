@@ -54,7 +54,9 @@ def world(tmp_path_factory):
 
     frozen = root / "with-frozen"
     names = ("alpha_clip", "text_encoder", "image_encoder", "encoder_text", "vae")
-    export(skeleton, frozen, {n: init_params(init[n], i) for i, n in enumerate(names)}, {n: init[n] for n in names})
+    temperature = {"logit_scale": 2.0}  # what a contrastive stage exports with its pair (vision_only continues it)
+    entries = {n: init[n] | (temperature if n in ("alpha_clip", "text_encoder") else {}) for n in names}
+    export(skeleton, frozen, {n: init_params(init[n], i) for i, n in enumerate(names)}, entries)
     return root, frozen
 
 
@@ -385,33 +387,103 @@ class RecordedTokens(list):
 
 
 def test_background_pairs_put_a_fresh_texture_under_the_objects_mask():
-    from clipaway_jax.mini.batches import contrastive_pair, decode
+    from clipaway_jax.mini.batches import PairRecipe, contrastive_pair, decode
     from clipaway_jax.mini.dataset import example
     from clipaway_jax.mini.scenes import render
 
     scene = render(0, 5, 32)
     captions = RecordedTokens()
-    pixels, alpha, _ = contrastive_pair(example(scene, 5), np.random.default_rng(0), captions, True, background_p=1.0)
+    pixels, alpha, _ = contrastive_pair(example(scene, 5), np.random.default_rng(0), captions, True, PairRecipe(1.0))
     np.testing.assert_array_equal(alpha, decode(example(scene, 5)["mask"], "L") >= 128)
     assert pixels.shape == (32, 32, 3) and not np.allclose(pixels, scene.background / 255.0, atol=0.02)
     assert scene.background_kind in captions[0] and scene.target.shape not in captions[0]
 
 
 def test_shape_captions_name_the_objects_shape_alone():
-    from clipaway_jax.mini.batches import contrastive_pair
+    from clipaway_jax.mini.batches import PairRecipe, contrastive_pair
     from clipaway_jax.mini.dataset import example
     from clipaway_jax.mini.scenes import COLOURS, render
 
     scene = render(0, 5, 32)
     captions = RecordedTokens()
     for i in range(60):
-        contrastive_pair(example(scene, 5), np.random.default_rng(i), captions, True, shape_p=1.0)
+        contrastive_pair(example(scene, 5), np.random.default_rng(i), captions, True, PairRecipe(shape=1.0))
     named = [c for c in captions if scene.target.shape in c and " on " not in c]  # the object's own pairs
     assert len(named) > 15 and not any(colour in c for c in named for colour in COLOURS)
     captions.clear()
     for i in range(60):
         contrastive_pair(example(scene, 5), np.random.default_rng(i), captions, True)
     assert any(scene.target.colour in c and " on " not in c for c in captions)  # default: colour and shape
+
+
+def test_class_pairs_name_the_class_they_show_and_leave_the_default_pairs_as_they_were():
+    from clipaway_jax.mini.batches import PairRecipe, contrastive_pair
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import BACKGROUNDS, COLOURS, SHAPES, render
+
+    labels = [f"{c} {s}" for s in SHAPES for c in COLOURS] + list(BACKGROUNDS)
+    classes = {label: i for i, label in enumerate(labels)}
+    scene = render(0, 5, 32)
+    image, mask = scene.image / 255.0, (scene.mask >= 128).astype(np.float32)
+    target, background = classes[f"{scene.target.colour} {scene.target.shape}"], classes[scene.background_kind]
+    seen = set()
+    for i in range(40):
+        plain = contrastive_pair(example(scene, 5), np.random.default_rng(i), RecordedTokens(), True, PairRecipe(0.3))
+        *pair, index = contrastive_pair(example(scene, 5), np.random.default_rng(i), RecordedTokens(), True,
+                                        PairRecipe(0.3), classes)  # fmt: skip
+        for a, b in zip(plain, pair, strict=True):  # the same draws: the class rides along
+            np.testing.assert_array_equal(a, b)
+        pixels, alpha, _ = pair
+        the_scene = np.allclose(pixels, image, atol=1e-6)
+        if np.array_equal(alpha, mask):  # under the object's mask: the object, or a fresh background texture
+            assert index == (target if the_scene else background)
+        elif np.all(alpha == 1) and not the_scene:  # the object's box crop
+            assert index == target
+        else:  # the rest (alpha = 1 - mask) and the whole scene: no one class
+            assert index == -1
+        seen.add(index)
+    assert seen == {-1, target, background}
+
+
+def test_pair_kinds_weigh_the_draw_and_equal_weights_keep_the_old_one():
+    from clipaway_jax.mini.batches import pair_kind
+
+    draws = lambda weights: [pair_kind(np.random.default_rng(i), weights) for i in range(400)]
+    assert draws((1.0,) * 4) == [int(np.random.default_rng(i).integers(4)) for i in range(400)]
+    assert set(draws((0.0, 0.0, 0.0, 1.0))) == {3}
+    counts = np.bincount(draws((4.0, 1.0, 1.0, 2.0)), minlength=4) / 400
+    np.testing.assert_allclose(counts, [0.5, 0.125, 0.125, 0.25], atol=0.07)
+
+
+def test_the_class_term_is_the_cross_entropy_of_the_pairs_with_a_class():
+    from clipaway_jax.training.pretrain import _class_term
+
+    logits = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    index = np.array([2, -1, 5, -1], np.int32)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    np.testing.assert_allclose(_class_term(logits, index), -(log_p[0, 2] + log_p[2, 5]) / 2, rtol=1e-6)
+    assert float(_class_term(logits, np.full(4, -1, np.int32))) == 0.0
+
+
+def test_vision_only_continues_the_vision_tower_against_its_frozen_text_and_the_classes(world, tmp_path):
+    from clipaway_jax.checkpoint import load_checkpoint
+
+    root, frozen = world
+    out = tmp_path / "exported"
+    extra = ["--config.vision_only=True", "--config.class_weight=1.0", "--config.steps=3", "--export", str(out)]
+    assert cli_main(_args("alpha-clip", frozen, root, tmp_path / "run", *PLAIN_OPTIMIZER, *extra)) == 0
+    before, after = load_checkpoint(frozen), load_checkpoint(out)
+    leaves = lambda name: zip(*(jax.tree_util.tree_leaves(c.params[name]) for c in (before, after)), strict=True)
+    same = lambda name: all(np.array_equal(a, b) for a, b in leaves(name))
+    assert same("text_encoder") and not same("alpha_clip")  # the text tower (the SD text encoder) is kept
+    entry = after.manifest["networks"]["alpha_clip"]
+    assert entry["training"]["vision_only"] and entry["logit_scale"] != 2.0  # the temperature continued
+    assert after.manifest["networks"]["text_encoder"]["logit_scale"] == 2.0
+    with pytest.raises(ValueError, match="class_weight needs vision_only"):
+        from clipaway_jax.commands.train import TASKS, train_config
+
+        config = _config("alpha-clip", frozen, root, "--config.class_weight=1.0")
+        TASKS["alpha-clip"](config, tmp_path, train_config(config))
 
 
 @pytest.mark.slow  # 2 min of compiles; `make test` keeps its unit parts (test_dcgd, the cached-latents test)
@@ -483,3 +555,25 @@ def test_cached_latents_give_the_loss_of_the_uncached_step(world, with_unet, tas
     config = _config(stage, checkpoint, root, *extra, "--config.cache_latents=True", "--config.seed=1")
     with pytest.raises(ValueError, match="remove it to cache again"):
         train.TASKS[task](config, tmp_path / "run", train.train_config(config))
+
+
+def test_the_anchor_holds_the_pairs_without_a_class_at_the_starting_embedding(world, tmp_path):
+    from clipaway_jax.commands.train import TASKS, train_config
+
+    root, frozen = world
+    base = ["--config.vision_only=True", "--config.class_weight=1.0"]
+    tasks = {}
+    for weight in (0.0, 5.0):
+        config = _config("alpha-clip", frozen, root, *base, f"--config.anchor_weight={weight}")
+        tasks[weight] = TASKS["alpha-clip"](config, tmp_path, train_config(config))
+    batch = tasks[0.0].load(np.arange(8))
+    assert (batch["class_index"] < 0).any()
+    loss = lambda w, params: float(tasks[w].loss(params, tasks[w].frozen, batch, jax.random.key(0)))
+    start = tasks[5.0].params
+    assert loss(5.0, start) == pytest.approx(loss(0.0, start), abs=1e-6)  # at the start it costs nothing
+    moved = {**start, "alpha_clip": jax.tree_util.tree_map(lambda x: x * 1.5, start["alpha_clip"])}
+    assert loss(5.0, moved) > loss(0.0, moved) + 1e-3
+    with pytest.raises(ValueError, match="anchor_weight needs class_weight"):
+        config = _config("alpha-clip", frozen, root, "--config.vision_only=True", "--config.anchor_weight=1.0")
+        TASKS["alpha-clip"](config, tmp_path, train_config(config))
+

@@ -245,23 +245,89 @@ def _new_networks(config, cfg, names):
 
 def _contrastive_task(vision_name, text_name, alpha):
     def task(config, workdir, cfg):
-        import numpy as np
-
-        from clipaway_jax.mini.batches import contrastive_loader
+        from clipaway_jax.mini.batches import PairRecipe, contrastive_loader
         from clipaway_jax.tokenizer import load_tokenizer
-        from clipaway_jax.training.pretrain import INIT_LOGIT_SCALE, contrastive_loss
+        from clipaway_jax.training.pretrain import contrastive_loss
 
-        entries, params = _new_networks(config, cfg, [vision_name, text_name])
-        params["logit_scale"] = np.float32(INIT_LOGIT_SCALE)
-        loss = contrastive_loss(_module(entries[vision_name], config), _module(entries[text_name], config), vision_name,
-                                text_name)  # fmt: skip
-        source = data_source(config, workdir)
         tokenizer = load_tokenizer(Path(config.checkpoint) / "tokenizer")
-        load = contrastive_loader(source, tokenizer, config.seed, alpha, config.background_p, config.shape_p)
-        scale = lambda p: {n: {"logit_scale": float(p["logit_scale"])} for n in (vision_name, text_name)}
-        return Task(entries, params, loss, None, load, len(source), scale)
+        if config.vision_only:
+            entries, params, frozen = _trained_vision(config, vision_name, text_name)
+        else:
+            entries, params, frozen = _fresh_pair(config, cfg, vision_name, text_name)
+        classes = None
+        if config.class_weight:
+            if not config.vision_only:
+                raise ValueError(f"{config.task}: class_weight needs vision_only (the class features come from "
+                                 "the frozen text tower)")  # fmt: skip
+            classes, frozen["class_features"] = _class_features(config, text_name, frozen[text_name], tokenizer)
+        if config.anchor_weight:
+            if not config.class_weight:
+                raise ValueError(f"{config.task}: anchor_weight needs class_weight (it anchors the pairs without "
+                                 "a class)")  # fmt: skip
+            import jax
+            import numpy as np
+
+            # its own copy: the trained params' buffers are donated to each step
+            frozen["anchor"] = {"params": jax.tree_util.tree_map(np.copy, params[vision_name])}
+        loss = contrastive_loss(_module(entries[vision_name], config), _text_module(config, text_name), vision_name,
+                                text_name, config.class_weight, config.anchor_weight)  # fmt: skip
+        source = data_source(config, workdir)
+        recipe = PairRecipe(config.background_p, config.shape_p, tuple(config.pair_kinds))
+        load = contrastive_loader(source, tokenizer, config.seed, alpha, recipe, classes)
+        scale = lambda p: {n: {"logit_scale": float(p["logit_scale"])} for n in entries}
+        return Task(entries, params, loss, frozen, load, len(source), scale)
 
     return task
+
+
+def _fresh_pair(config, cfg, vision_name, text_name):
+    import numpy as np
+
+    from clipaway_jax.training.pretrain import INIT_LOGIT_SCALE
+
+    entries, params = _new_networks(config, cfg, [vision_name, text_name])
+    params["logit_scale"] = np.float32(INIT_LOGIT_SCALE)
+    return entries, params, None
+
+
+def _trained_vision(config, vision_name, text_name):
+    """The checkpoint's trained vision tower and temperature to continue (float32), its text tower frozen:
+    in the mini world the text tower is also the SD text encoder, so every UNet keeps its condition."""
+    import jax
+    import numpy as np
+
+    from clipaway_jax.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(Path(config.checkpoint), networks=[vision_name, text_name])
+    entry = ckpt.manifest["networks"][vision_name]
+    if not entry.get("trained") or "logit_scale" not in entry:
+        raise ValueError(f"{config.checkpoint}: vision_only continues a trained {vision_name!r} with its "
+                         f"logit_scale; the manifest's entry has {sorted(entry)}")  # fmt: skip
+    as_float32 = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
+    params = {vision_name: as_float32(ckpt.params[vision_name]), "logit_scale": np.float32(entry["logit_scale"])}
+    kept = {k: v for k, v in entry.items() if k not in ("trained", "training", "dtype", "params_of")}
+    return {vision_name: kept}, params, {text_name: {"params": as_float32(ckpt.params[text_name])}}
+
+
+def _text_module(config, text_name):
+    from clipaway_jax.checkpoint import read_manifest
+
+    manifest = read_manifest(Path(config.checkpoint))
+    source = manifest["networks"] if config.vision_only else manifest["init"]
+    return _module(source[text_name], config)
+
+
+def _class_features(config, text_name, text_params, tokenizer):
+    """{label: index} over the checkpoint's vocabularies (objects, then scenes) and their zero-shot
+    features as the describer computes them (the template ensembles of the frozen text tower)."""
+    import numpy as np
+
+    from clipaway_jax.pipelines.describe import encode_vocab, read_vocab
+
+    vocab = Path(config.checkpoint) / "vocab"
+    labels = read_vocab(vocab / "objects.txt") + read_vocab(vocab / "scenes.txt")
+    features = encode_vocab(_text_module(config, text_name), text_params, tokenizer, labels).features
+    return {label: i for i, label in enumerate(labels)}, np.asarray(features, np.float32)
 
 
 def _vae_task(config, workdir, cfg):

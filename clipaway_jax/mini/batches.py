@@ -10,6 +10,7 @@ come from (seed, example index), so a resumed run sees the same batches.
                                     texture is drawn anew, never the scene's ground-truth background)
                                     optionally (`shape_p`): the object's pairs named by shape alone,
                                     "a star" (colour alone already tells most captions in a batch apart)
+                                    (`PairRecipe`; `pair_kinds` weighs the first four kinds)
     inpainting:  the ORIGINAL image under a random mask (the whole image, the object's dilated 0-2 px,
                  that silhouette moved off the object, or strokes and boxes: `MaskRecipe`), the scene
                  caption 30% of the time (else ""), the image embedding kept 85% (`InpaintRecipe`; the
@@ -44,6 +45,16 @@ class MaskRecipe:
     random_area: tuple[float, float] = (0.02, 0.4)  # the rest: strokes and boxes covering this much
     wrap: bool = True  # the moved silhouette may wrap around the border (split into pieces at the edges); False:
     #                    it lands in one piece (cut where its box passes the border), as a removal's mask
+
+
+@dataclasses.dataclass(frozen=True)
+class PairRecipe:
+    """How AlphaCLIP's contrastive pairs are drawn (the module docstring lists the kinds)."""
+
+    background: float = 0.0  # share of pairs with a fresh background texture under the object's mask
+    shape: float = 0.0  # share of the object's pairs named by shape alone
+    kinds: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)  # relative weights of the object under its mask, the rest,
+    #                                                  the whole scene, the object's box crop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,14 +109,19 @@ def box_crop(image: np.ndarray, box, size: int) -> np.ndarray:
 
 
 def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, alpha: bool,
-                     background_p: float = 0.0, shape_p: float = 0.0):  # fmt: skip
+                     recipe: PairRecipe = PairRecipe(), classes: dict[str, int] | None = None):  # fmt: skip
+    """(pixels, alpha, token ids) of one pair; with `classes` ({"red star": 0, ..., "bricks": 80, ...}) also
+    the class the pair shows: the object under its mask or in its box crop, the background under the
+    mask; -1 for the rest and the whole scene."""
     image, mask = decode(example["image"]), decode(example["mask"], "L") >= 128
     caption, scene = text(example["caption"]), text(example["scene_caption"])
     size = image.shape[0]
-    if alpha and background_p and rng.random() < background_p:  # (no draw at 0: the default stream stays)
-        return background_region(scene, mask, rng, tokens)
-    kind = rng.integers(4) if alpha else 2
-    if kind in (0, 3) and shape_p and rng.random() < shape_p:  # (no draw at 0, as above)
+    if alpha and recipe.background and rng.random() < recipe.background:  # (no draw at 0: the default stays)
+        pixels, alpha_map, ids, kind_name = background_region(scene, mask, rng, tokens)
+        return (pixels, alpha_map, ids) + ((classes[kind_name],) if classes else ())
+    label = caption.split(" ", 1)[1]  # "a red star" -> "red star"
+    kind = pair_kind(rng, recipe.kinds) if alpha else 2
+    if kind in (0, 3) and recipe.shape and rng.random() < recipe.shape:  # (no draw at 0, as above)
         caption = "a " + caption.rsplit(" ", 1)[1]  # every shape's name starts with a consonant
     if kind in (0, 3) and rng.random() < TEMPLATE_P:  # the zero-shot prompts of CLIP@k and the describer
         caption = TEMPLATES[rng.integers(len(TEMPLATES))].format(caption.split(" ", 1)[1])
@@ -119,24 +135,34 @@ def contrastive_pair(example: dict, rng: np.random.Generator, tokens: Tokens, al
     else:
         pair = box_crop(image, example["box"], size), ones, caption
     pixels, alpha_map, words = pair
-    return pixels.astype(np.float32), alpha_map.astype(np.float32), tokens(words)
+    out = pixels.astype(np.float32), alpha_map.astype(np.float32), tokens(words)
+    return out + ((classes[label] if kind in (0, 3) else -1,) if classes else ())
+
+
+def pair_kind(rng: np.random.Generator, weights) -> int:
+    if len(set(weights)) == 1:  # equal weights: the draw of the recipe before `kinds` existed
+        return int(rng.integers(len(weights)))
+    return int(rng.choice(len(weights), p=np.asarray(weights, np.float64) / sum(weights)))
 
 
 def background_region(scene_caption: str, mask: np.ndarray, rng: np.random.Generator, tokens: Tokens):
-    """A new texture of the scene's background kind, alpha = the object's mask, captioned with the kind."""
+    """A new texture of the scene's background kind, alpha = the object's mask, captioned with the kind;
+    returns the kind too."""
     pixels, kind = empty_scene(scene_caption, mask.shape[0], rng)
     words = TEMPLATES[rng.integers(len(TEMPLATES))].format(kind) if rng.random() < TEMPLATE_P else kind
-    return pixels, mask.astype(np.float32), tokens(words)
+    return pixels, mask.astype(np.float32), tokens(words), kind
 
 
-def contrastive_loader(source, tokenizer, seed: int, alpha: bool, background_p: float = 0.0, shape_p: float = 0.0):
+def contrastive_loader(source, tokenizer, seed: int, alpha: bool, recipe: PairRecipe = PairRecipe(),
+                       classes: dict[str, int] | None = None):  # fmt: skip
     tokens = Tokens(tokenizer)
 
     def load(indices: np.ndarray) -> dict:
-        pairs = [contrastive_pair(source[int(i)], np.random.default_rng([seed, int(i)]), tokens, alpha, background_p,
-                                  shape_p) for i in indices]  # fmt: skip
-        images, alphas, ids = (np.stack(column) for column in zip(*pairs))
-        return {"images": images, "alpha": alphas, "text_ids": ids}
+        pairs = [contrastive_pair(source[int(i)], np.random.default_rng([seed, int(i)]), tokens, alpha, recipe, classes)
+                 for i in indices]  # fmt: skip
+        columns = [np.stack(column) for column in zip(*pairs)]
+        batch = {"images": columns[0], "alpha": columns[1], "text_ids": columns[2]}
+        return batch | ({"class_index": columns[3].astype(np.int32)} if classes else {})
 
     return load
 

@@ -50,6 +50,11 @@ def base_config() -> ConfigDict:
     # the contrastive tasks (alpha-clip)
     c.background_p = 0.0  # share of pairs: a fresh background texture under the object's mask <-> its name
     c.shape_p = 0.0  # share of the object's pairs captioned with its shape alone ("a star")
+    # relative weights of the pairs: the object under its mask, the rest, the whole scene, the object's box crop
+    c.pair_kinds = (1.0, 1.0, 1.0, 1.0)
+    c.vision_only = False  # continue the checkpoint's trained vision tower; its text tower stays frozen
+    c.class_weight = 0.0  # with vision_only: weight of the pairs scored against every class's zero-shot features
+    c.anchor_weight = 0.0  # with class_weight: keep the pairs without a class at the starting tower's embedding
 
     # the VAE task
     c.vae_l2_weight = 0.0  # weight of the squared error beside LDM's L1 (PSNR measures the squared error)

@@ -18,24 +18,57 @@ MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its learned temperature here
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 
 
-def contrastive_loss(vision, text, vision_name: str, text_name: str):
+def contrastive_loss(vision, text, vision_name: str, text_name: str, class_weight: float = 0.0,
+                     anchor_weight: float = 0.0):
     """Symmetric InfoNCE between image (with alpha when the tower has it) and text embeddings. Pairs with
-    the same text count as positives of each other (a batch often holds "a red star" twice)."""
+    the same text count as positives of each other (a batch often holds "a red star" twice). The text
+    tower trains unless the task passes it frozen (`frozen[text_name]`).
+
+    `class_weight` adds a closed-vocabulary term, as UniCL (Yang et al. 2022) sets image-label beside
+    image-text: each pair that shows one class (`batch["class_index"]`, -1 for the others) is scored
+    against every class's text features (`frozen["class_features"]`, the zero-shot classifier's rows),
+    so that a red star must beat the red ring, not only the captions that happen to share its batch.
+    `anchor_weight` keeps the embeddings of the pairs without a class (the rest of the scene, the whole
+    scene) where the starting tower put them (`frozen["anchor"]`; squared distance of unit vectors), so
+    that what reads them downstream (CLIPAway's MLP) keeps its input while the classes sharpen."""
     size = vision.config.image_size
 
     def loss(params, frozen, batch, rng):
         pixels, alpha = alpha_clip_inputs(batch["images"], batch["alpha"], size)
         image = vision.apply({"params": params[vision_name]}, pixels, alpha if vision.config.alpha else None)
-        words = text.apply({"params": params[text_name]}, batch["text_ids"]).text_embeds
-        image = image.image_embeds / jnp.linalg.norm(image.image_embeds, axis=-1, keepdims=True)
-        words = words / jnp.linalg.norm(words, axis=-1, keepdims=True)
+        text_params = params[text_name] if text_name in params else frozen[text_name]["params"]
+        words = text.apply({"params": text_params}, batch["text_ids"]).text_embeds
+        image = _unit(image.image_embeds.astype(jnp.float32))
+        words = _unit(words.astype(jnp.float32))
         scale = jnp.exp(jnp.minimum(params["logit_scale"], MAX_LOGIT_SCALE))
-        logits = scale * image.astype(jnp.float32) @ words.astype(jnp.float32).T
+        logits = scale * image @ words.T
         same = jnp.all(batch["text_ids"][:, None] == batch["text_ids"][None], -1).astype(jnp.float32)
         targets = same / same.sum(-1, keepdims=True)
-        return 0.5 * (_cross_entropy(logits, targets) + _cross_entropy(logits.T, targets))
+        total = 0.5 * (_cross_entropy(logits, targets) + _cross_entropy(logits.T, targets))
+        if class_weight:
+            # at CLIP's largest temperature, since the classes' features lie close (cosine ~0.99 between two
+            # shapes of one colour in the mini world); the pair's own (learnt ~20) did as well in a short trial
+            logits = math.exp(MAX_LOGIT_SCALE) * image @ frozen["class_features"].T
+            total += class_weight * _class_term(logits, batch["class_index"])
+        if anchor_weight:
+            start = vision.apply(frozen["anchor"], pixels, alpha if vision.config.alpha else None).image_embeds
+            moved = jnp.sum((image - _unit(start.astype(jnp.float32))) ** 2, -1)
+            no_class = batch["class_index"] < 0
+            total += anchor_weight * jnp.sum(jnp.where(no_class, moved, 0.0)) / jnp.maximum(jnp.sum(no_class), 1)
+        return total
 
     return loss
+
+
+def _unit(x):
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _class_term(logits, index):
+    """Cross-entropy over the classes, averaged over the pairs with a class (index >= 0)."""
+    has_class = index >= 0
+    picked = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), jnp.maximum(index, 0)[:, None], -1)[:, 0]
+    return -jnp.sum(jnp.where(has_class, picked, 0.0)) / jnp.maximum(jnp.sum(has_class), 1)
 
 
 def _cross_entropy(logits, targets):
