@@ -254,12 +254,13 @@ def _contrastive_task(vision_name, text_name, alpha):
             entries, params, frozen = _trained_vision(config, vision_name, text_name)
         else:
             entries, params, frozen = _fresh_pair(config, cfg, vision_name, text_name)
+        text = _text_module(config, text_name)
         classes = None
         if config.class_weight:
             if not config.vision_only:
                 raise ValueError(f"{config.task}: class_weight needs vision_only (the class features come from "
                                  "the frozen text tower)")  # fmt: skip
-            classes, frozen["class_features"] = _class_features(config, text_name, frozen[text_name], tokenizer)
+            classes, frozen["class_features"] = _class_features(config, text, frozen[text_name], tokenizer)
         if config.anchor_weight:
             if not config.class_weight:
                 raise ValueError(f"{config.task}: anchor_weight needs class_weight (it anchors the pairs without "
@@ -269,8 +270,8 @@ def _contrastive_task(vision_name, text_name, alpha):
 
             # its own copy: the trained params' buffers are donated to each step
             frozen["anchor"] = {"params": jax.tree_util.tree_map(np.copy, params[vision_name])}
-        loss = contrastive_loss(_module(entries[vision_name], config), _text_module(config, text_name), vision_name,
-                                text_name, config.class_weight, config.anchor_weight)  # fmt: skip
+        loss = contrastive_loss(_module(entries[vision_name], config), text, vision_name, text_name,
+                                config.class_weight, config.anchor_weight)  # fmt: skip
         source = data_source(config, workdir)
         recipe = PairRecipe(config.background_p, config.shape_p, tuple(config.pair_kinds))
         load = contrastive_loader(source, tokenizer, config.seed, alpha, recipe, classes)
@@ -310,6 +311,7 @@ def _trained_vision(config, vision_name, text_name):
 
 
 def _text_module(config, text_name):
+    """The text tower as the checkpoint has it (vision_only: trained) or as its `init` section describes it."""
     from clipaway_jax.checkpoint import read_manifest
 
     manifest = read_manifest(Path(config.checkpoint))
@@ -317,7 +319,7 @@ def _text_module(config, text_name):
     return _module(source[text_name], config)
 
 
-def _class_features(config, text_name, text_params, tokenizer):
+def _class_features(config, text, text_params, tokenizer):
     """{label: index} over the checkpoint's vocabularies (objects, then scenes) and their zero-shot
     features as the describer computes them (the template ensembles of the frozen text tower)."""
     import numpy as np
@@ -326,7 +328,7 @@ def _class_features(config, text_name, text_params, tokenizer):
 
     vocab = Path(config.checkpoint) / "vocab"
     labels = read_vocab(vocab / "objects.txt") + read_vocab(vocab / "scenes.txt")
-    features = encode_vocab(_text_module(config, text_name), text_params, tokenizer, labels).features
+    features = encode_vocab(text, text_params, tokenizer, labels).features
     return {label: i for i, label in enumerate(labels)}, np.asarray(features, np.float32)
 
 
