@@ -35,7 +35,8 @@ def contrastive_loss(vision, text, vision_name: str, text_name: str, class_weigh
 
     def loss(params, frozen, batch, rng):
         pixels, alpha = alpha_clip_inputs(batch["images"], batch["alpha"], size)
-        image = vision.apply({"params": params[vision_name]}, pixels, alpha if vision.config.alpha else None)
+        alpha = alpha if vision.config.alpha else None
+        image = vision.apply({"params": params[vision_name]}, pixels, alpha)
         text_params = params[text_name] if text_name in params else frozen[text_name]["params"]
         words = text.apply({"params": text_params}, batch["text_ids"]).text_embeds
         image = _unit(image.image_embeds.astype(jnp.float32))
@@ -51,10 +52,9 @@ def contrastive_loss(vision, text, vision_name: str, text_name: str, class_weigh
             logits = math.exp(MAX_LOGIT_SCALE) * image @ frozen["class_features"].T
             total += class_weight * _class_term(logits, batch["class_index"])
         if anchor_weight:
-            start = vision.apply(frozen["anchor"], pixels, alpha if vision.config.alpha else None).image_embeds
+            start = vision.apply(frozen["anchor"], pixels, alpha).image_embeds
             moved = jnp.sum((image - _unit(start.astype(jnp.float32))) ** 2, -1)
-            no_class = batch["class_index"] < 0
-            total += anchor_weight * jnp.sum(jnp.where(no_class, moved, 0.0)) / jnp.maximum(jnp.sum(no_class), 1)
+            total += anchor_weight * _mean_where(moved, batch["class_index"] < 0)
         return total
 
     return loss
@@ -66,9 +66,13 @@ def _unit(x):
 
 def _class_term(logits, index):
     """Cross-entropy over the classes, averaged over the pairs with a class (index >= 0)."""
-    has_class = index >= 0
     picked = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), jnp.maximum(index, 0)[:, None], -1)[:, 0]
-    return -jnp.sum(jnp.where(has_class, picked, 0.0)) / jnp.maximum(jnp.sum(has_class), 1)
+    return -_mean_where(picked, index >= 0)
+
+
+def _mean_where(values, where):
+    """The mean of `values` [B] where `where` holds (0 where it holds nowhere)."""
+    return jnp.sum(jnp.where(where, values, 0.0)) / jnp.maximum(jnp.sum(where), 1)
 
 
 def _cross_entropy(logits, targets):
