@@ -486,6 +486,22 @@ def test_vision_only_continues_the_vision_tower_against_its_frozen_text_and_the_
         TASKS["alpha-clip"](config, tmp_path, train_config(config))
 
 
+def test_the_recipe_skips_a_stage_that_ran_and_runs_one_that_continues_a_trained_network(tmp_path):
+    """alpha-clip-classes continues the alpha_clip that alpha-clip trained: trained alone does not make it done."""
+    from clipaway_jax.mini.recipe import done
+
+    def manifest(**last):  # network -> the config file that last trained it
+        entries = {n: {"trained": True, "training": {"config_file": f"/r/train/configs/{f}"}} for n, f in last.items()}
+        (tmp_path / "manifest.json").write_text(json.dumps({"networks": {**entries, "vae": {"trained": False}}}))
+        return tmp_path
+
+    stage1 = manifest(alpha_clip="mini_alpha_clip.py", text_encoder="mini_alpha_clip.py")
+    assert done(stage1, "alpha-clip") and not done(stage1, "alpha-clip-classes") and not done(stage1, "vae")
+    both = manifest(alpha_clip="mini_alpha_clip_classes.py", text_encoder="mini_alpha_clip.py")
+    assert done(both, "alpha-clip") and done(both, "alpha-clip-classes")
+    assert not done(manifest(text_encoder="mini_alpha_clip.py"), "alpha-clip")  # alpha_clip not trained
+
+
 @pytest.mark.slow  # 2 min of compiles; `make test` keeps its unit parts (test_dcgd, the cached-latents test)
 def test_eight_latent_channels_train_and_remove_with_every_base(world, tmp_path):
     """A VAE of 8 latent channels (the mini world's option for a finer latent): the UNets take 17

@@ -1,15 +1,15 @@
 """`make mini` (python -m clipaway_jax.mini.recipe): the whole mini model set from nothing, with our own
 `data` and `train` commands, seeded; about 100 minutes on a 2-core CPU.
 
-    data scenes -> skeleton -> train alpha-clip -> train image-encoder -> train vae -> train inpaint
-                -> train mlp -> train unet (dcgd12) -> train t2i (the blended base's UNet)
-                -> the shipped checkpoint (float16, model card)
+    data scenes -> skeleton -> train alpha-clip -> train alpha-clip-classes -> train image-encoder
+                -> train vae -> train inpaint -> train mlp -> train unet (dcgd12)
+                -> train t2i (the blended base's UNet) -> the shipped checkpoint (float16, model card)
 
 Every stage is a `clipaway-jax train --config train/configs/mini_STAGE.py` command line (printed
 before it runs; the config file holds the stage's whole setting, the recipe sets only the paths, the
-seed and the steps) that adds its networks to OUT/checkpoint; a stage whose networks are there is
-skipped, and an interrupted stage resumes from its workdir, so running the recipe again continues where
-it stopped.
+seed and the steps) that adds its networks to OUT/checkpoint, or continues them (alpha-clip-classes
+continues alpha-clip's vision tower); a finished stage is skipped (`done`), and an interrupted stage
+resumes from its workdir, so running the recipe again continues where it stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "train" / "configs"  # the repos
 # stage: (networks it adds, its config file in train/configs/)
 STAGES = {
     "alpha-clip": (["alpha_clip", "text_encoder"], "mini_alpha_clip.py"),
+    "alpha-clip-classes": (["alpha_clip"], "mini_alpha_clip_classes.py"),
     "image-encoder": (["image_encoder"], "mini_image_encoder.py"),
     "vae": (["vae"], "mini_vae.py"),
     "inpaint": (["unet", "image_proj"], "mini_inpaint.py"),
@@ -50,6 +51,15 @@ def networks(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "manifest.json").read_text())["networks"]
 
 
+def done(checkpoint: Path, stage: str) -> bool:
+    """Whether `stage` has run: its networks are trained and one of them was last trained by its config file
+    (a stage that continues networks finds them trained by the stage before it)."""
+    adds, name = STAGES[stage]
+    entries = [networks(checkpoint).get(n, {}) for n in adds]
+    last = lambda entry: Path(entry.get("training", {}).get("config_file", "")).name
+    return all(e.get("trained") for e in entries) and any(last(e) == name for e in entries)
+
+
 def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(STAGES), configs: Path = CONFIGS,
               ) -> Path:  # fmt: skip
     from clipaway_jax.mini.models import write_skeleton
@@ -62,7 +72,7 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
         write_skeleton(checkpoint)
     for stage in stages:
         adds, name = STAGES[stage]
-        if all(networks(checkpoint).get(n, {}).get("trained") for n in adds):
+        if done(checkpoint, stage):
             print(f"[{stage}] done already: {', '.join(adds)}")
             continue
         steps = max(2, int(load_config(configs / name).steps * steps_scale))
