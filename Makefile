@@ -45,8 +45,8 @@ test-slow: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-# The mini model set from nothing (data, six trainings, the float16 export into clipaway_jax/assets/mini):
-# about an hour on a 2-core CPU; rerunning continues where it stopped. Then its evaluation table.
+# The mini model set from nothing (data, eight trainings, the float16 export into clipaway_jax/assets/mini):
+# about 110 minutes on a 2-core CPU; rerunning continues where it stopped. Then its evaluation table.
 mini: $(BIN)/.installed
 	$(BIN)/python -m clipaway_jax.mini.recipe --out runs/mini --ship clipaway_jax/assets/mini
 
