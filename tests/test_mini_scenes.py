@@ -31,6 +31,19 @@ def test_ground_truth_differs_from_the_image_exactly_under_the_target(many):
     assert np.median(shown) > 0.9  # a target over a same-coloured look-alike changes nothing where they overlap
 
 
+def test_under_target_is_the_share_of_the_hole_where_the_ground_truth_shows_an_object(many):
+    """Objects are flat-coloured: where one lies under the target, the ground truth shows its exact colour."""
+    others = lambda scene: [o for o in scene.objects if o is not scene.target]
+    colour_of = lambda scene, o: np.all(scene.background == scenes.COLOURS[o.colour], axis=-1)
+    flat = lambda scene: np.any([scene.mask < 0, *(colour_of(scene, o) for o in others(scene))], axis=0)
+    shares = [(scene.under_target, flat(scene)[scene.mask >= 128].mean()) for scene in many]
+    assert all(0 <= under <= 1 for under, _ in shares)
+    assert all(under == 0 for under, _ in (x for x, scene in zip(shares, many) if scene.objects[0] is scene.target))
+    bare, covered = [f for u, f in shares if u == 0], [(u, f) for u, f in shares if u >= 0.5]
+    assert max(bare) == 0 and len(covered) > 10  # nothing under the target: no flat colour in the hole
+    assert all(f >= 0.5 * u for u, f in covered), covered  # (anti-aliased edges are not the flat colour)
+
+
 def test_every_mask_area_bucket_is_populated(many):
     areas = np.array([s.area for s in many])
     for low, high in ((0.01, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4)):

@@ -67,6 +67,15 @@ class Scene:
     def area(self) -> float:
         return float((self.mask >= 128).mean())
 
+    @property
+    def under_target(self) -> float:
+        """Share of the target's mask over objects drawn before it: what the ground truth shows there is
+        partly another object, which any measure of "is an object in the hole?" rightly reports."""
+        below = self.objects[: next(i for i, o in enumerate(self.objects) if o is self.target)]
+        hole = self.mask >= 128
+        covered = 1 - np.prod([1 - _layer(o, self.mask.shape[0]) for o in below], axis=0) if below else 0 * hole
+        return float((covered * hole).sum() / hole.sum())
+
 
 def describe(obj: SceneObject) -> str:
     article = "an" if obj.colour[0] in "aeiou" else "a"
