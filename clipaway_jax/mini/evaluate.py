@@ -145,8 +145,9 @@ def removed_shares(painted_in, folder: Path, source, bare: np.ndarray) -> dict[s
     present = np.array([p.is_file() for p in paths])
     if not present.any():
         return {"removed": float("nan"), "removed_bare": float("nan")}
-    images = np.stack([decode(paths[i].read_bytes()) for i in np.flatnonzero(present)]).astype(np.float32) / 255.0
-    masks = np.stack([decode(source[i]["mask"], "L") >= 128 for i in np.flatnonzero(present)]).astype(np.float32)
+    found = np.flatnonzero(present)
+    images = np.stack([decode(paths[i].read_bytes()) for i in found]).astype(np.float32) / 255.0
+    masks = np.stack([decode(source[i]["mask"], "L") >= 128 for i in found]).astype(np.float32)
     removed = ~painted_in(images, masks)
     return {"removed": 100.0 * float(removed.mean()), "removed_bare": 100.0 * float(removed[bare[present]].mean())}
 

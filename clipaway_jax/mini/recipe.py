@@ -55,7 +55,8 @@ def done(checkpoint: Path, stage: str) -> bool:
     """Whether `stage` has run: its networks are trained and one of them was last trained by its config file
     (a stage that continues networks finds them trained by the stage before it)."""
     adds, name = STAGES[stage]
-    entries = [networks(checkpoint).get(n, {}) for n in adds]
+    manifest = networks(checkpoint)
+    entries = [manifest.get(n, {}) for n in adds]
     last = lambda entry: Path(entry.get("training", {}).get("config_file", "")).name
     return all(e.get("trained") for e in entries) and any(last(e) == name for e in entries)
 
