@@ -21,6 +21,7 @@ from PIL import Image
 
 from clipaway_jax.checkpoint import load_checkpoint
 from clipaway_jax.mini import scenes as S
+from clipaway_jax.mini.evaluate import source_of
 from clipaway_jax.mini.measures import PaintedIn
 from clipaway_jax.mini.shipped import checkpoint_or_default
 
@@ -54,8 +55,6 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, nargs="*", default=[])
     args = p.parse_args(argv)
     measure = PaintedIn(load_checkpoint(checkpoint_or_default(args.checkpoint), networks=["alpha_clip", "clip_text"]))
-    from clipaway_jax.mini.evaluate import source_of
-
     source = source_of(args.data_dir, "validation")
     seed = source.dataset_info.metadata["seed"]
     indices = [int(source[k]["index"]) for k in range(args.count)]  # the records' order, as `infer` reads them
@@ -63,13 +62,13 @@ def main(argv=None) -> int:
     masks = np.stack([s.mask >= 128 for s in scenes]).astype(np.float32)
     under = np.array([s.under_target for s in scenes])
     read = lambda images: measure(np.stack(images).astype(np.float32) / 255.0, masks)
-    split("ground truth", read([s.background for s in scenes]), under)
+    truth = read([s.background for s in scenes])
+    split("ground truth", truth, under)
     split("texture alone", read([texture_alone(seed, s, i) for s, i in zip(scenes, indices, strict=True)]), under)
     print(f"source painted in: {100 * read([s.image for s in scenes]).mean():.1f}%")
     for folder in args.results:
         images = [np.asarray(Image.open(folder / f"{k:08d}.png").convert("RGB")) for k in range(args.count)]
         split(str(folder), read(images), under)
-    truth = read([s.background for s in scenes])
     for kind in S.BACKGROUNDS:
         sel = np.array([s.background_kind == kind for s in scenes])
         print(f"  {kind:8s} n={sel.sum():3d}: ground truth removed {100 * (1 - truth[sel].mean()):.1f}%")
