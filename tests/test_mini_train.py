@@ -502,6 +502,36 @@ def test_the_recipe_skips_a_stage_that_ran_and_runs_one_that_continues_a_trained
     assert not done(manifest(text_encoder="mini_alpha_clip.py"), "alpha-clip")  # alpha_clip not trained
 
 
+def test_the_recipe_trains_again_every_stage_after_one_that_ran(tmp_path, monkeypatch):
+    """An OUT made before a stage was added: the new stage runs, and so does every later one (the MLP read the
+    AlphaCLIP before it), from a clean workdir, while the stages before it are kept."""
+    from clipaway_jax.mini import recipe
+
+    out = tmp_path / "out"
+    (out / "data" / "mini_scenes").mkdir(parents=True)
+    last = {"alpha_clip": "mini_alpha_clip.py", "text_encoder": "mini_alpha_clip.py", "mlp": "mini_mlp.py"}
+    entries = {n: {"trained": True, "training": {"config_file": f"/r/{f}"}} for n, f in last.items()}
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "manifest.json").write_text(json.dumps({"networks": entries}))
+    (out / "runs" / "mlp").mkdir(parents=True)  # the finished MLP run of the old OUT
+    ran = []
+
+    def train(argv):  # the stage exports its networks, trained by its config file
+        config = Path(argv[argv.index("--config") + 1])
+        stage = next(s for s, (_, f) in recipe.STAGES.items() if f == config.name)
+        ran.append((stage, Path(argv[argv.index("--workdir") + 1]).exists()))
+        manifest = json.loads((out / "checkpoint" / "manifest.json").read_text())
+        for n in recipe.STAGES[stage][0]:
+            manifest["networks"][n] = {"trained": True, "training": {"config_file": str(config)}}
+        (out / "checkpoint" / "manifest.json").write_text(json.dumps(manifest))
+
+    monkeypatch.setattr(recipe, "run", train)
+    recipe.train_all(out, stages=("alpha-clip", "alpha-clip-classes", "mlp"))
+    assert ran == [("alpha-clip-classes", False), ("mlp", False)]  # the old MLP run was cleared, not resumed
+    recipe.train_all(out, stages=("alpha-clip", "alpha-clip-classes", "mlp"))
+    assert len(ran) == 2  # all done now
+
+
 @pytest.mark.slow  # 2 min of compiles; `make test` keeps its unit parts (test_dcgd, the cached-latents test)
 def test_eight_latent_channels_train_and_remove_with_every_base(world, tmp_path):
     """A VAE of 8 latent channels (the mini world's option for a finer latent): the UNets take 17

@@ -9,7 +9,8 @@ Every stage is a `clipaway-jax train --config train/configs/mini_STAGE.py` comma
 before it runs; the config file holds the stage's whole setting, the recipe sets only the paths, the
 seed and the steps) that adds its networks to OUT/checkpoint, or continues them (alpha-clip-classes
 continues alpha-clip's vision tower); a finished stage is skipped (`done`), and an interrupted stage
-resumes from its workdir, so running the recipe again continues where it stopped.
+resumes from its workdir, so running the recipe again continues where it stopped. Every stage after one
+that ran is trained again from nothing (it may read the networks that changed: the MLP reads AlphaCLIP).
 """
 
 from __future__ import annotations
@@ -71,14 +72,19 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
         run(["data", "scenes", "--out", str(data), "--seed", str(seed)])
     if not (checkpoint / "manifest.json").is_file():
         write_skeleton(checkpoint)
+    upstream_ran = False  # a stage after one that ran reads its new networks: it runs again, from nothing
     for stage in stages:
         adds, name = STAGES[stage]
-        if done(checkpoint, stage):
+        workdir = out / "runs" / stage
+        if not upstream_ran and done(checkpoint, stage):
             print(f"[{stage}] done already: {', '.join(adds)}")
             continue
+        if upstream_ran:  # its workdir (a finished or stopped run) was trained on the networks before
+            shutil.rmtree(workdir, ignore_errors=True)
+        upstream_ran = True
         steps = max(2, int(load_config(configs / name).steps * steps_scale))
         start = time.perf_counter()
-        run(["train", "--config", str(configs / name), "--workdir", str(out / "runs" / stage), "--export",
+        run(["train", "--config", str(configs / name), "--workdir", str(workdir), "--export",
              str(checkpoint), f"--config.checkpoint={checkpoint}", f"--config.data_dir={data}",
              f"--config.seed={seed}", f"--config.steps={steps}"])  # fmt: skip
         print(f"[{stage}] {time.perf_counter() - start:.0f} s", flush=True)
