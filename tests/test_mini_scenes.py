@@ -44,6 +44,19 @@ def test_under_target_is_the_share_of_the_hole_where_the_ground_truth_shows_an_o
     assert all(f >= 0.5 * u for u, f in covered), covered  # (anti-aliased edges are not the flat colour)
 
 
+def test_texture_is_the_background_where_no_object_lies(many):
+    """`Scene.texture` is the scene's own background texture: the image shows it wherever no object covers
+    it, and in the ground truth wherever no other object does (the target's hole included)."""
+    free_of = lambda objects: np.prod([1 - scenes._layer(o, 64) for o in objects], axis=0) == 1
+    for scene in many[:50]:
+        assert scene.texture.shape == scene.image.shape and scene.texture.dtype == np.uint8
+        free = free_of(scene.objects)
+        np.testing.assert_array_equal(scene.texture[free], scene.image[free])
+        others = free_of([o for o in scene.objects if o is not scene.target])
+        np.testing.assert_array_equal(scene.texture[others], scene.background[others])
+        assert (others & (scene.mask == 255)).any()
+
+
 def test_every_mask_area_bucket_is_populated(many):
     areas = np.array([s.area for s in many])
     for low, high in ((0.01, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4)):

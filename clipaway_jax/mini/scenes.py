@@ -46,7 +46,8 @@ class SceneObject:
 class Scene:
     image: np.ndarray
     mask: np.ndarray
-    background: np.ndarray
+    background: np.ndarray  # the ground truth: the scene without the target
+    texture: np.ndarray  # the background texture alone, no object on it
     target: SceneObject
     objects: list[SceneObject]
     background_kind: str
@@ -99,7 +100,7 @@ def render(seed: int, index: int, size: int = 64) -> Scene:
         return render(seed, index + RETRY, size)  # mostly hidden: not a removal anyone would ask for
     target = objects[target_at]
     lookalike = any(o.shape == target.shape and o.colour == target.colour for o, _ in others)
-    return Scene(image, mask, clean, target, objects, kind, _box(mask), lookalike)
+    return Scene(image, mask, clean, background, target, objects, kind, _box(mask), lookalike)
 
 
 AREA_BUCKETS = ((0.01, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4))  # DCGD's table; the target is drawn evenly
