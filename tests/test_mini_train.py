@@ -532,6 +532,24 @@ def test_the_recipe_trains_again_every_stage_after_one_that_ran(tmp_path, monkey
     assert len(ran) == 2  # all done now
 
 
+def test_the_recipe_runs_its_stages_with_glibcs_malloc_tunables_unless_the_user_set_some(monkeypatch):
+    """Each stage's process gets MALLOC_TUNABLES (huge pages for XLA:CPU's per-step temporaries); a
+    GLIBC_TUNABLES of the user's own wins."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from clipaway_jax.mini import recipe
+
+    seen = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, env: seen.append(env) or SimpleNamespace(returncode=0))
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    recipe.run(["--help"])
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    recipe.run(["--help"])
+    assert [env["GLIBC_TUNABLES"] for env in seen] == [recipe.MALLOC_TUNABLES, "glibc.malloc.arena_max=2"]
+    assert "glibc.malloc.hugetlb=1" in recipe.MALLOC_TUNABLES.split(":")
+
+
 @pytest.mark.slow  # 2 min of compiles; `make test` keeps its unit parts (test_dcgd, the cached-latents test)
 def test_eight_latent_channels_train_and_remove_with_every_base(world, tmp_path):
     """A VAE of 8 latent channels (the mini world's option for a finer latent): the UNets take 17

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -39,12 +40,20 @@ ALIASES = {"clip_text": "text_encoder", "eval_clip_text": "text_encoder", "eval_
            "cmmd_clip_vision": "alpha_clip"}  # fmt: skip
 
 
+# glibc's malloc in the stages' processes: XLA:CPU allocates a step's temporaries anew in every step, and
+# each fresh 4 kB page faults; in transparent huge pages, with freed memory kept, a mini inpainting step runs
+# 1.3x faster, bit for bit the same (bench/RESULTS.md, "Page faults"). Other C libraries ignore the
+# variable; a GLIBC_TUNABLES of the user's own is kept as it is.
+MALLOC_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+
+
 def run(argv: list[str]) -> None:
     """One `clipaway-jax` command in its own process (its memory is returned when the stage ends)."""
     import subprocess
 
     print("$ clipaway-jax " + " ".join(argv), flush=True)
-    if subprocess.run([sys.executable, "-m", "clipaway_jax.cli", *argv]).returncode != 0:
+    env = {"GLIBC_TUNABLES": MALLOC_TUNABLES, **os.environ}
+    if subprocess.run([sys.executable, "-m", "clipaway_jax.cli", *argv], env=env).returncode != 0:
         raise SystemExit(f"stage failed: clipaway-jax {' '.join(argv)}")
 
 
