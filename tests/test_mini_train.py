@@ -532,6 +532,17 @@ def test_the_recipe_trains_again_every_stage_after_one_that_ran(tmp_path, monkey
     assert len(ran) == 2  # all done now
 
 
+def test_the_recipe_names_its_config_files_as_the_working_directory_sees_them(tmp_path, monkeypatch):
+    """The manifest records `--config` as given: from the repository (`make mini`) train/configs/..., not the
+    clone's absolute path; from elsewhere, the absolute path (still a file that exists)."""
+    from clipaway_jax.mini import recipe
+
+    monkeypatch.chdir(CONFIGS.parents[1])
+    assert recipe.as_given(recipe.CONFIGS / "mini_vae.py") == "train/configs/mini_vae.py"
+    monkeypatch.chdir(tmp_path)
+    assert recipe.as_given(recipe.CONFIGS / "mini_vae.py") == str(CONFIGS / "mini_vae.py")
+
+
 def test_the_recipe_runs_its_stages_with_glibcs_malloc_tunables_unless_the_user_set_some(monkeypatch):
     """Each stage's process gets MALLOC_TUNABLES (huge pages for XLA:CPU's per-step temporaries); a
     GLIBC_TUNABLES of the user's own wins."""

@@ -71,6 +71,15 @@ def done(checkpoint: Path, stage: str) -> bool:
     return all(e.get("trained") for e in entries) and any(last(e) == name for e in entries)
 
 
+def as_given(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it: the manifest records the config file
+    as the command line names it, like the data and checkpoint paths, not the clone's absolute path."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(STAGES), configs: Path = CONFIGS,
               ) -> Path:  # fmt: skip
     from clipaway_jax.mini.models import write_skeleton
@@ -93,7 +102,7 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
         upstream_ran = True
         steps = max(2, int(load_config(configs / name).steps * steps_scale))
         start = time.perf_counter()
-        run(["train", "--config", str(configs / name), "--workdir", str(workdir), "--export",
+        run(["train", "--config", as_given(configs / name), "--workdir", str(workdir), "--export",
              str(checkpoint), f"--config.checkpoint={checkpoint}", f"--config.data_dir={data}",
              f"--config.seed={seed}", f"--config.steps={steps}"])  # fmt: skip
         print(f"[{stage}] {time.perf_counter() - start:.0f} s", flush=True)
