@@ -57,6 +57,20 @@ def test_texture_is_the_background_where_no_object_lies(many):
         assert (others & (scene.mask == 255)).any()
 
 
+def test_the_objects_map_marks_each_object_where_it_shows(many):
+    """`objects_map` is the scene's segmentation: 0 exactly where only the texture shows, else 1 + the index of
+    the object most visible there; the target's pixels are mostly its own (it shows in every one of them)."""
+    free_of = lambda objects: np.prod([1 - scenes._layer(o, 64) for o in objects], axis=0) == 1
+    for scene in many[:50]:
+        assert scene.objects_map.dtype == np.uint8 and scene.objects_map.shape == scene.mask.shape
+        np.testing.assert_array_equal(scene.objects_map == 0, free_of(scene.objects))
+        assert set(np.unique(scene.objects_map)) <= set(range(len(scene.objects) + 1))
+        target = 1 + next(i for i, o in enumerate(scene.objects) if o is scene.target)
+        assert (scene.objects_map[scene.mask == 255] == target).mean() > 0.9
+        colour = scenes.COLOURS[scene.target.colour]  # where the map says target, it shows its flat colour
+        assert np.all(scene.image[scene.objects_map == target] == colour, axis=-1).mean() > 0.6  # (but its soft edge)
+
+
 def test_every_mask_area_bucket_is_populated(many):
     areas = np.array([s.area for s in many])
     for low, high in ((0.01, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4)):

@@ -353,6 +353,36 @@ def test_placed_masks_land_in_one_piece_instead_of_wrapping():
     np.testing.assert_array_equal(training_mask(example(scenes[0], 0), np.random.default_rng(5), 64, recipe), expected)
 
 
+def test_object_aware_masks_hide_no_object_and_keep_the_draws_otherwise():
+    """`spare_objects`: the drawn mask leaves out each object it would hide more than that share of (with a 1 px
+    ring); whole masks stay whole, empty scenes keep the drawn mask, a mask over bare texture is unchanged, and
+    data without the objects map is refused with what to do."""
+    from clipaway_jax.mini.batches import MaskRecipe, decode, training_mask
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import render
+
+    scenes = [example(render(0, i, 64), i) for i in range(24)]
+    plain, aware = MaskRecipe(object=0.0, random_area=(0.3, 0.5)), MaskRecipe(object=0.0, random_area=(0.3, 0.5),
+                                                                              spare_objects=0.5)  # fmt: skip
+    changed = 0
+    for i, ex in enumerate(scenes):
+        drawn = training_mask(ex, np.random.default_rng(i), 64, plain)
+        mask = training_mask(ex, np.random.default_rng(i), 64, aware)
+        objects = decode(ex["objects"], "L")
+        assert mask.dtype == np.float32 and np.all(mask <= drawn)  # only ever takes pixels out
+        for k in np.unique(objects[objects > 0]):
+            assert (mask * (objects == k)).sum() <= 0.5 * (objects == k).sum()  # no object more than half hidden
+        if not np.array_equal(mask, drawn):
+            changed += 1
+            np.testing.assert_array_equal(mask[objects == 0], drawn[objects == 0] * mask[objects == 0])
+        np.testing.assert_array_equal(training_mask(ex, np.random.default_rng(i), 64, aware, empty=True), drawn)
+    assert 4 <= changed < len(scenes)
+    assert training_mask(scenes[0], np.random.default_rng(0), 64, MaskRecipe(whole=1.0, spare_objects=0.5)).all()
+    old = {k: v for k, v in scenes[0].items() if k != "objects"}
+    with pytest.raises(ValueError, match="objects.*data scenes"):
+        training_mask(old, np.random.default_rng(0), 64, aware)
+
+
 def test_empty_scenes_replace_their_share_of_the_images_with_a_fresh_texture(monkeypatch):
     """`empty_p`: that share of the inpainting examples is a new texture of the scene's kind with nothing on
     it, captioned with the kind; at 0 the loader draws exactly what it drew before the option existed."""

@@ -33,6 +33,7 @@ def example(scene: Scene, index: int) -> dict:
         "image": png(scene.image),
         "mask": png(scene.mask),
         "background": png(scene.background),  # the ground truth: the scene without the target
+        "objects": png(scene.objects_map),  # which object shows in each pixel (0: none): the scene's segmentation
         "shape": scene.target.shape,
         "colour": scene.target.colour,
         "caption": scene.caption,
@@ -65,7 +66,7 @@ def _builder_class():
         """Procedural object-removal scenes with ground-truth backgrounds (see clipaway_jax.mini.scenes)."""
 
         name = NAME
-        VERSION = tfds.core.Version("1.0.0")
+        VERSION = tfds.core.Version("1.1.0")  # 1.1.0: the objects map
         code_path = None  # no checksums file beside the code (tfds' lookup of it needs importlib_resources)
 
         def __init__(self, *, seed: int = 0, size: int = 64, splits: dict[str, int] | None = None, **kwargs):
@@ -74,7 +75,7 @@ def _builder_class():
 
         def _info(self):
             raw = lambda: tfds.features.Tensor(shape=(), dtype=np.object_)
-            features = {name: raw() for name in ("image", "mask", "background", *TEXT_FIELDS)}
+            features = {name: raw() for name in ("image", "mask", "background", "objects", *TEXT_FIELDS)}
             features |= {
                 "box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
                 "area": tfds.features.Tensor(shape=(), dtype=np.float32),

@@ -53,6 +53,8 @@ class Scene:
     background_kind: str
     box: tuple[int, int, int, int]  # (x, y, w, h) of the target's visible pixels
     lookalike: bool  # another object has the target's shape and colour
+    objects_map: np.ndarray  # uint8 [H, W]: 1 + the index in `objects` of the object most visible in each
+    #                          pixel (its soft edge included), 0 where only the texture shows
 
     @property
     def caption(self) -> str:
@@ -92,15 +94,26 @@ def render(seed: int, index: int, size: int = 64) -> Scene:
     image = _composite(background, objects, layers)
     others = [(o, c) for i, (o, c) in enumerate(zip(objects, layers)) if i != target_at]
     clean = _composite(background, [o for o, _ in others], [c for _, c in others])
-    visible = layers[target_at].copy()
-    for layer in layers[target_at + 1 :]:  # objects drawn later occlude the target
-        visible *= 1 - layer
+    shown = _visible(layers)
+    visible = shown[target_at]
     mask = (visible > 0).astype(np.uint8) * 255  # every pixel the target shows in, its soft edge too
     if visible.sum() < 0.5 * layers[target_at].sum() or not mask.any():
         return render(seed, index + RETRY, size)  # mostly hidden: not a removal anyone would ask for
     target = objects[target_at]
     lookalike = any(o.shape == target.shape and o.colour == target.colour for o, _ in others)
-    return Scene(image, mask, clean, background, target, objects, kind, _box(mask), lookalike)
+    objects_map = np.where(np.max(shown, 0) > 0, np.argmax(shown, 0) + 1, 0).astype(np.uint8)
+    return Scene(image, mask, clean, background, target, objects, kind, _box(mask), lookalike, objects_map)
+
+
+def _visible(layers: list[np.ndarray]) -> np.ndarray:
+    """Each object's visible coverage [N, H, W]: its layer under every object drawn after it."""
+    shown = []
+    for i, layer in enumerate(layers):
+        visible = layer.copy()
+        for later in layers[i + 1 :]:
+            visible *= 1 - later
+        shown.append(visible)
+    return np.stack(shown)
 
 
 AREA_BUCKETS = ((0.01, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4))  # DCGD's table; the target is drawn evenly
