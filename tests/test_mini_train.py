@@ -536,9 +536,10 @@ def test_the_recipe_trains_again_every_stage_after_one_that_ran(tmp_path, monkey
     """An OUT made before a stage was added: the new stage runs, and so does every later one (the MLP read the
     AlphaCLIP before it), from a clean workdir, while the stages before it are kept."""
     from clipaway_jax.mini import recipe
+    from clipaway_jax.mini.dataset import VERSION
 
     out = tmp_path / "out"
-    (out / "data" / "mini_scenes").mkdir(parents=True)
+    (out / "data" / "mini_scenes" / VERSION).mkdir(parents=True)
     last = {"alpha_clip": "mini_alpha_clip.py", "text_encoder": "mini_alpha_clip.py", "mlp": "mini_mlp.py"}
     entries = {n: {"trained": True, "training": {"config_file": f"/r/{f}"}} for n, f in last.items()}
     (out / "checkpoint").mkdir()

@@ -19,6 +19,7 @@ from clipaway_jax.mini.scenes import Scene, render
 
 NAME = "mini_scenes"
 DEFAULT_SPLITS = {"train": 20_000, "validation": 1_000, "test": 1_000}
+VERSION = "1.1.0"  # 1.1.0: the objects map
 TEXT_FIELDS = ("shape", "colour", "caption", "scene_caption", "background_kind")
 
 
@@ -66,7 +67,7 @@ def _builder_class():
         """Procedural object-removal scenes with ground-truth backgrounds (see clipaway_jax.mini.scenes)."""
 
         name = NAME
-        VERSION = tfds.core.Version("1.1.0")  # 1.1.0: the objects map
+        VERSION = tfds.core.Version(VERSION)
         code_path = None  # no checksums file beside the code (tfds' lookup of it needs importlib_resources)
 
         def __init__(self, *, seed: int = 0, size: int = 64, splits: dict[str, int] | None = None, **kwargs):

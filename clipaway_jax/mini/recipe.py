@@ -82,11 +82,12 @@ def as_given(path: Path) -> str:
 
 def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(STAGES), configs: Path = CONFIGS,
               ) -> Path:  # fmt: skip
+    from clipaway_jax.mini.dataset import VERSION
     from clipaway_jax.mini.models import write_skeleton
     from clipaway_jax.training.config import load_config
 
     data, checkpoint = out / "data", out / "checkpoint"
-    if not (data / "mini_scenes").is_dir():
+    if not (data / "mini_scenes" / VERSION).is_dir():  # (a folder of an older version is made again beside it)
         run(["data", "scenes", "--out", str(data), "--seed", str(seed)])
     if not (checkpoint / "manifest.json").is_file():
         write_skeleton(checkpoint)
