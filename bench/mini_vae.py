@@ -13,11 +13,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
 from clipaway_jax.checkpoint import load_checkpoint
 from clipaway_jax.eval import stats
 from clipaway_jax.mini.batches import decode, text
+from clipaway_jax.mini.evaluate import source_of
 from clipaway_jax.mini.shipped import checkpoint_or_default
 
 BATCH = 64
@@ -37,7 +37,7 @@ def round_trip_program(checkpoint: Path):
 
 
 def records(data_dir: Path, split: str, count: int) -> tuple[np.ndarray, list[str]]:
-    source = tfds.builder("mini_scenes", data_dir=str(data_dir)).as_data_source(split)
+    source = source_of(data_dir, split)
     rows = [source[i] for i in range(min(count, len(source)))]
     images = np.stack([decode(r["image"]) for r in rows]).astype(np.float32) / 255
     return images, [text(r["background_kind"]) for r in rows]

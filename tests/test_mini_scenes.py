@@ -13,6 +13,11 @@ def many():
     return [render(0, i, 64) for i in range(400)]
 
 
+def free_of(objects) -> np.ndarray:
+    """The pixels no object covers at all, at 64 px."""
+    return np.prod([1 - scenes._layer(o, 64) for o in objects], axis=0) == 1
+
+
 def test_a_scene_is_a_function_of_seed_and_index():
     a, b, c = render(3, 17), render(3, 17), render(4, 17)
     for field in ("image", "mask", "background"):
@@ -47,7 +52,6 @@ def test_under_target_is_the_share_of_the_hole_where_the_ground_truth_shows_an_o
 def test_texture_is_the_background_where_no_object_lies(many):
     """`Scene.texture` is the scene's own background texture: the image shows it wherever no object covers
     it, and in the ground truth wherever no other object does (the target's hole included)."""
-    free_of = lambda objects: np.prod([1 - scenes._layer(o, 64) for o in objects], axis=0) == 1
     for scene in many[:50]:
         assert scene.texture.shape == scene.image.shape and scene.texture.dtype == np.uint8
         free = free_of(scene.objects)
@@ -60,7 +64,6 @@ def test_texture_is_the_background_where_no_object_lies(many):
 def test_the_objects_map_marks_each_object_where_it_shows(many):
     """`objects_map` is the scene's segmentation: 0 exactly where only the texture shows, else 1 + the index of
     the object most visible there; the target's pixels are mostly its own (it shows in every one of them)."""
-    free_of = lambda objects: np.prod([1 - scenes._layer(o, 64) for o in objects], axis=0) == 1
     for scene in many[:50]:
         assert scene.objects_map.dtype == np.uint8 and scene.objects_map.shape == scene.mask.shape
         np.testing.assert_array_equal(scene.objects_map == 0, free_of(scene.objects))
