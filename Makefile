@@ -46,8 +46,8 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 # The mini model set from nothing (data, eight trainings, the float16 export into clipaway_jax/assets/mini):
-# 108.5 minutes on this 2-core CPU, timed as one run from nothing (2026-12-06); rerunning continues where it
-# stopped. Then its evaluation table.
+# 103.2 minutes on this 2-core CPU, timed as one run from nothing (2026-12-06; 108.5 the run before);
+# rerunning continues where it stopped. Then its evaluation table.
 mini: $(BIN)/.installed
 	$(BIN)/python -m clipaway_jax.mini.recipe --out runs/mini --ship clipaway_jax/assets/mini
 

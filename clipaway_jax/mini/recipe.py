@@ -1,5 +1,5 @@
 """`make mini` (python -m clipaway_jax.mini.recipe): the whole mini model set from nothing, with our own
-`data` and `train` commands, seeded; 108.5 minutes on a 2-core CPU (one whole run, 2026-12-06).
+`data` and `train` commands, seeded; 103-109 minutes on a 2-core CPU (whole runs from nothing, 2026-12-06).
 
     data scenes -> skeleton -> train alpha-clip -> train alpha-clip-classes -> train image-encoder
                 -> train vae -> train inpaint -> train mlp -> train unet (dcgd12)
