@@ -167,6 +167,8 @@ def test_killed_run_resumes_without_corrupt_outputs(folders, tiny_checkpoint, tm
     assert {n for n, r in records.items() if r["status"] == "skipped"} == set(first)
     assert len([r for r in records.values() if r["status"] == "done"]) == N - len(first)
     assert not list(out.glob(".*.tmp"))
+    samples = pytest.importorskip("clipaway_jax.eval.samples")
+    assert len(samples.result_files(out)[0]) == N  # `eval` reads the killed run's outputs too
 
 
 def test_a_rerun_keeps_the_records_of_the_outputs_it_skips(folders, tiny_checkpoint, tmp_path):

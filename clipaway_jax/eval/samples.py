@@ -1,7 +1,8 @@
 """What is evaluated: each result paired by name with its source image and mask (listed as `infer`
 lists them), its optional ground-truth background, and the removed object's box and class.
 
-Results come from `results.jsonl` (status "done") when the folder has one, else from the PNGs in it.
+Results come from `results.jsonl` (status "done", or "skipped": there already) when the folder has one, else from
+the PNGs in it.
 Nothing in the inputs is ever written; every unpaired or unusable file is reported, not fatal.
 """
 
@@ -55,7 +56,9 @@ def result_files(folder: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
         name, recorded = record.get("name"), Path(record.get("output") or f"{record.get('name')}.png")
         # The folder given wins over the path recorded when it was written (results folders get moved).
         output = folder / recorded.name if (folder / recorded.name).is_file() else recorded
-        if record.get("status") != "done":
+        # "skipped": a complete output was there already, from a run that left no record (it was killed
+        # before writing results.jsonl): it is a result like any other
+        if record.get("status") not in ("done", "skipped"):
             problems.append((name, f"result {record.get('status')}: {record.get('reason', '')}".strip()))
         elif not output.is_file():
             problems.append((name, f"{output}: result file missing"))
