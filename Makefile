@@ -47,8 +47,7 @@ lint: $(BIN)/.installed
 
 # The mini model set from nothing (data, eight trainings, the float16 export into clipaway_jax/assets/mini):
 # 103.2 minutes on this 2-core CPU, timed as one run from nothing (2026-12-06; 108.5 the run before; the
-# DCGD stage 5 min shorter since);
-# rerunning continues where it stopped. Then its evaluation table.
+# DCGD stage 5 min shorter since); rerunning continues where it stopped. Then its evaluation table.
 mini: $(BIN)/.installed
 	$(BIN)/python -m clipaway_jax.mini.recipe --out runs/mini --ship clipaway_jax/assets/mini
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from clipaway_jax.cli import main as cli_main
+from clipaway_jax.eval.samples import result_files
 
 N = 12
 ARGS = ["--steps", "2", "--size", "64", "--cache-dir", ""]
@@ -167,8 +168,7 @@ def test_killed_run_resumes_without_corrupt_outputs(folders, tiny_checkpoint, tm
     assert {n for n, r in records.items() if r["status"] == "skipped"} == set(first)
     assert len([r for r in records.values() if r["status"] == "done"]) == N - len(first)
     assert not list(out.glob(".*.tmp"))
-    samples = pytest.importorskip("clipaway_jax.eval.samples")
-    assert len(samples.result_files(out)[0]) == N  # `eval` reads the killed run's outputs too
+    assert len(result_files(out)[0]) == N  # `eval` reads the killed run's outputs too
 
 
 def test_a_rerun_keeps_the_records_of_the_outputs_it_skips(folders, tiny_checkpoint, tmp_path):
@@ -183,8 +183,7 @@ def test_a_rerun_keeps_the_records_of_the_outputs_it_skips(folders, tiny_checkpo
     assert cli_main(_cmd(folders, out, tiny_checkpoint, "--seed", "7", "--limit", "5")) == 0
     records = {json.loads(line)["name"]: json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()}
     assert len(records) == N and all(r["status"] == "done" and r["seed"] == 7 for r in records.values())
-    samples = pytest.importorskip("clipaway_jax.eval.samples")
-    assert len(samples.result_files(out)[0]) == N
+    assert len(result_files(out)[0]) == N
 
 
 def test_bad_inputs_are_reported_and_the_rest_finishes(folders, tiny_checkpoint, tmp_path, capsys):
