@@ -564,6 +564,38 @@ def test_the_recipe_trains_again_every_stage_after_one_that_ran(tmp_path, monkey
     assert len(ran) == 2  # all done now
 
 
+def test_the_recipe_trains_again_a_stage_whose_config_changed_and_resumes_one_stopped_with_the_same(
+    tmp_path, monkeypatch, capsys
+):
+    """A config file edited after its stage ran (here the VAE's steps) makes the stage run again, from a clean
+    workdir (the finished run of the old settings is not continued); a stage stopped midway with the
+    current settings continues its workdir; a record without a field added since is not a change."""
+    from clipaway_jax.mini import recipe
+    from clipaway_jax.mini.dataset import VERSION
+
+    out = tmp_path / "out"
+    (out / "data" / "mini_scenes" / VERSION).mkdir(parents=True)
+    settings = {s: recipe.stage_settings(CONFIGS / recipe.STAGES[s][1], 0, 1.0) for s in ("image-encoder", "vae")}
+    older = json.loads(json.dumps(settings["image-encoder"]))
+    del older["inpaint_masks"]["spare_objects"]  # recorded before the field existed
+    old_vae = {**settings["vae"], "steps": settings["vae"]["steps"] // 2}
+    entries = {"image_encoder": {"trained": True, "training": older}, "vae": {"trained": True, "training": old_vae}}
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "manifest.json").write_text(json.dumps({"networks": entries}))
+    (out / "runs" / "vae").mkdir(parents=True)  # the old VAE run, finished
+    (out / "runs" / "vae" / "config.json").write_text(json.dumps(old_vae))
+    ran = []
+    monkeypatch.setattr(recipe, "run", lambda argv: ran.append(Path(argv[argv.index("--workdir") + 1]).exists()))
+    recipe.train_all(out, stages=("image-encoder", "vae"))
+    assert ran == [False]  # the VAE alone, its old workdir cleared
+    steps = settings["vae"]["steps"]
+    assert f"[vae] trained with other settings (steps: {steps // 2} -> {steps})" in capsys.readouterr().out
+    (out / "runs" / "vae").mkdir()  # stopped midway with the current settings
+    (out / "runs" / "vae" / "config.json").write_text(json.dumps(settings["vae"]))
+    recipe.train_all(out, stages=("image-encoder", "vae"))
+    assert ran == [False, True]  # continued
+
+
 def test_the_recipe_names_its_config_files_as_the_working_directory_sees_them(tmp_path, monkeypatch):
     """The manifest records `--config` as given: from the repository (`make mini`) train/configs/..., not the
     clone's absolute path; from elsewhere, the absolute path (still a file that exists)."""

@@ -1,6 +1,7 @@
 """`make mini` (python -m clipaway_jax.mini.recipe): the whole mini model set from nothing, with our own
-`data` and `train` commands, seeded; 103-109 minutes on a 2-core CPU (whole runs from nothing, 2026-12-06;
-the DCGD stage is 5 min shorter since).
+`data` and `train` commands, seeded; 103-109 minutes on a 2-core CPU (whole runs from nothing, 2026-12-06,
+with 8000 inpainting steps); since, the DCGD stage is 5 min shorter and the inpainting stage (11000 steps)
+about 14 min longer: about 112 minutes, estimated from the stages' times, not yet timed from nothing.
 
     data scenes -> skeleton -> train alpha-clip -> train alpha-clip-classes -> train image-encoder
                 -> train vae -> train inpaint -> train mlp -> train unet (dcgd12)
@@ -9,9 +10,11 @@ the DCGD stage is 5 min shorter since).
 Every stage is a `clipaway-jax train --config train/configs/mini_STAGE.py` command line (printed
 before it runs; the config file holds the stage's whole setting, the recipe sets only the paths, the
 seed and the steps) that adds its networks to OUT/checkpoint, or continues them (alpha-clip-classes
-continues alpha-clip's vision tower); a finished stage is skipped (`done`), and an interrupted stage
-resumes from its workdir, so running the recipe again continues where it stopped. Every stage after one
-that ran is trained again from nothing (it may read the networks that changed: the MLP reads AlphaCLIP).
+continues alpha-clip's vision tower); a finished stage is skipped (`done`: its networks' manifest entry
+records the settings it ran with), unless its config file, the seed or the steps have changed since, and
+an interrupted stage resumes from its workdir if that was started with the same settings, so running the
+recipe again continues where it stopped. Every stage after one that ran is trained again from nothing (it
+may read the networks that changed: the MLP reads AlphaCLIP).
 """
 
 from __future__ import annotations
@@ -62,14 +65,52 @@ def networks(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "manifest.json").read_text())["networks"]
 
 
-def done(checkpoint: Path, stage: str) -> bool:
-    """Whether `stage` has run: its networks are trained and one of them was last trained by its config file
-    (a stage that continues networks finds them trained by the stage before it)."""
+def record(checkpoint: Path, stage: str) -> dict | None:
+    """The training record of `stage`'s run: its networks are trained and one of them was last trained by its
+    config file (a stage that continues networks finds them trained by the stage before it); else None."""
     adds, name = STAGES[stage]
-    manifest = networks(checkpoint)
-    entries = [manifest.get(n, {}) for n in adds]
+    entries = [networks(checkpoint).get(n, {}) for n in adds]
     last = lambda entry: Path(entry.get("training", {}).get("config_file", "")).name
-    return all(e.get("trained") for e in entries) and any(last(e) == name for e in entries)
+    ours = [e["training"] for e in entries if last(e) == name]
+    return ours[0] if ours and all(e.get("trained") for e in entries) else None
+
+
+def done(checkpoint: Path, stage: str, settings: dict | None = None) -> bool:
+    """Whether `stage` has run (and, given the `settings` it would run with now, with those)."""
+    recorded = record(checkpoint, stage)
+    return recorded is not None and (settings is None or not changes(recorded, settings))
+
+
+# where the run read and wrote, not how it trained
+PATHS = ("config_file", "checkpoint", "data_dir")
+
+
+def changes(recorded: dict, settings: dict, prefix: str = "") -> list[str]:
+    """'key: recorded -> now' for each setting of a run's resolved config that differs from `settings`. A key
+    that one of them lacks is not compared: a record older than a field ran before the field existed."""
+    found = []
+    for key in sorted(set(recorded) & set(settings) - set(PATHS if not prefix else ())):
+        old, new = recorded[key], settings[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key}: {old} -> {new}")
+    return found
+
+
+def stage_settings(config_file: Path, seed: int, steps_scale: float) -> dict:
+    """The resolved config a stage's `train` command records (paths aside): its file, the seed and the steps."""
+    from clipaway_jax.training.config import load_config, resolved
+
+    config = load_config(config_file)
+    config.seed, config.steps = seed, max(2, int(config.steps * steps_scale))
+    return resolved(config, config_file)
+
+
+def resumable(workdir: Path, settings: dict) -> bool:
+    """Whether `workdir` holds a run started with these settings (an interrupted stage continues it)."""
+    path = workdir / "config.json"
+    return path.is_file() and not changes(json.loads(path.read_text()), settings)
 
 
 def as_given(path: Path) -> str:
@@ -85,7 +126,6 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
               ) -> Path:  # fmt: skip
     from clipaway_jax.mini.dataset import VERSION
     from clipaway_jax.mini.models import write_skeleton
-    from clipaway_jax.training.config import load_config
 
     data, checkpoint = out / "data", out / "checkpoint"
     if not (data / "mini_scenes" / VERSION).is_dir():  # (a folder of an older version is made again beside it)
@@ -96,17 +136,21 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
     for stage in stages:
         adds, name = STAGES[stage]
         workdir = out / "runs" / stage
-        if not upstream_ran and done(checkpoint, stage):
+        settings = stage_settings(configs / name, seed, steps_scale)
+        recorded = None if upstream_ran else record(checkpoint, stage)
+        if recorded is not None and not changes(recorded, settings):
             print(f"[{stage}] done already: {', '.join(adds)}")
             continue
-        if upstream_ran:  # its workdir (a finished or stopped run) was trained on the networks before
+        if recorded is not None:  # trained, by a config file edited since (or another seed or scale)
+            print(f"[{stage}] trained with other settings ({'; '.join(changes(recorded, settings))}): again")
+        # a finished or stopped run of other settings, or on the networks before: not continued
+        if upstream_ran or not resumable(workdir, settings):
             shutil.rmtree(workdir, ignore_errors=True)
         upstream_ran = True
-        steps = max(2, int(load_config(configs / name).steps * steps_scale))
         start = time.perf_counter()
         run(["train", "--config", as_given(configs / name), "--workdir", str(workdir), "--export",
              str(checkpoint), f"--config.checkpoint={checkpoint}", f"--config.data_dir={data}",
-             f"--config.seed={seed}", f"--config.steps={steps}"])  # fmt: skip
+             f"--config.seed={seed}", f"--config.steps={settings['steps']}"])  # fmt: skip
         print(f"[{stage}] {time.perf_counter() - start:.0f} s", flush=True)
     return checkpoint
 
