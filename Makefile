@@ -46,8 +46,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 # The mini model set from nothing (data, eight trainings, the float16 export into clipaway_jax/assets/mini):
-# 103.2 minutes on this 2-core CPU, timed as one run from nothing (2026-12-06; 108.5 the run before; the
-# DCGD stage 5 min shorter since); rerunning continues where it stopped. Then its evaluation table.
+# 103.2 minutes on this 2-core CPU, timed as one run from nothing (2026-12-06; 108.5 the run before); since,
+# the DCGD stage is 5 min shorter and the inpainting stage (11000 steps) about 14 longer: about 112 minutes,
+# estimated from the stages' times. Rerunning continues where it stopped. Then its evaluation table.
 mini: $(BIN)/.installed
 	$(BIN)/python -m clipaway_jax.mini.recipe --out runs/mini --ship clipaway_jax/assets/mini
 
