@@ -144,8 +144,9 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
         if recorded is not None:  # trained, by a config file edited since (or another seed or scale)
             print(f"[{stage}] trained with other settings ({'; '.join(changes(recorded, settings))}): again")
         # a finished or stopped run of other settings, or on the networks before: not continued
-        if upstream_ran or not resumable(workdir, settings):
-            shutil.rmtree(workdir, ignore_errors=True)
+        if workdir.exists() and (upstream_ran or not resumable(workdir, settings)):
+            print(f"[{stage}] {workdir} holds a run of other settings or networks: cleared, trains from nothing")
+            shutil.rmtree(workdir)
         upstream_ran = True
         start = time.perf_counter()
         run(["train", "--config", as_given(configs / name), "--workdir", str(workdir), "--export",
