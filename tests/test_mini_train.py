@@ -519,8 +519,9 @@ def test_vision_only_continues_the_vision_tower_against_its_frozen_text_and_the_
 
 def test_the_recipe_skips_a_stage_that_ran_and_runs_one_that_continues_a_trained_network(tmp_path):
     """alpha-clip-classes continues the alpha_clip that alpha-clip trained: trained alone does not make it done."""
-    from clipaway_jax.mini.recipe import done
+    from clipaway_jax.mini.recipe import record
 
+    done = lambda checkpoint, stage: record(checkpoint, stage) is not None
     def manifest(**last):  # network -> the config file that last trained it
         entries = {n: {"trained": True, "training": {"config_file": f"/r/train/configs/{f}"}} for n, f in last.items()}
         (tmp_path / "manifest.json").write_text(json.dumps({"networks": {**entries, "vae": {"trained": False}}}))

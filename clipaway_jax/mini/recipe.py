@@ -10,7 +10,7 @@ about 14 min longer: about 112 minutes, estimated from the stages' times, not ye
 Every stage is a `clipaway-jax train --config train/configs/mini_STAGE.py` command line (printed
 before it runs; the config file holds the stage's whole setting, the recipe sets only the paths, the
 seed and the steps) that adds its networks to OUT/checkpoint, or continues them (alpha-clip-classes
-continues alpha-clip's vision tower); a finished stage is skipped (`done`: its networks' manifest entry
+continues alpha-clip's vision tower); a finished stage is skipped (`record`: its networks' manifest entry
 records the settings it ran with), unless its config file, the seed or the steps have changed since, and
 an interrupted stage resumes from its workdir if that was started with the same settings, so running the
 recipe again continues where it stopped. Every stage after one that ran is trained again from nothing (it
@@ -75,12 +75,6 @@ def record(checkpoint: Path, stage: str) -> dict | None:
     return ours[0] if ours and all(e.get("trained") for e in entries) else None
 
 
-def done(checkpoint: Path, stage: str, settings: dict | None = None) -> bool:
-    """Whether `stage` has run (and, given the `settings` it would run with now, with those)."""
-    recorded = record(checkpoint, stage)
-    return recorded is not None and (settings is None or not changes(recorded, settings))
-
-
 # where the run read and wrote, not how it trained
 PATHS = ("config_file", "checkpoint", "data_dir")
 
@@ -138,11 +132,12 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
         workdir = out / "runs" / stage
         settings = stage_settings(configs / name, seed, steps_scale)
         recorded = None if upstream_ran else record(checkpoint, stage)
-        if recorded is not None and not changes(recorded, settings):
+        changed = None if recorded is None else changes(recorded, settings)
+        if changed == []:
             print(f"[{stage}] done already: {', '.join(adds)}")
             continue
-        if recorded is not None:  # trained, by a config file edited since (or another seed or scale)
-            print(f"[{stage}] trained with other settings ({'; '.join(changes(recorded, settings))}): again")
+        if changed:  # trained, by a config file edited since (or another seed or scale)
+            print(f"[{stage}] trained with other settings ({'; '.join(changed)}): again")
         # a finished or stopped run of other settings, or on the networks before: not continued
         if workdir.exists() and (upstream_ran or not resumable(workdir, settings)):
             print(f"[{stage}] {workdir} holds a run of other settings or networks: cleared, trains from nothing")
