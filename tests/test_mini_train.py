@@ -120,8 +120,14 @@ def test_a_stopped_run_resumes_to_the_same_params(world, task, tmp_path):
     run = [*PLAIN_OPTIMIZER, "--config.save_every=2"]
     assert cli_main(_args(task, frozen, root, straight, *run, "--config.steps=4")) == 0
     assert cli_main(_args(task, frozen, root, stopped, *run, "--config.steps=2")) == 0
+    recorded = (stopped / "config.json").read_text()
+    with pytest.raises(SystemExit, match="step 2.* other settings than these: steps: 2 -> 4"):
+        cli_main(_args(task, frozen, root, stopped, *run, "--config.steps=4"))  # more steps: said, not assumed
+    assert (stopped / "config.json").read_text() == recorded
     exported = tmp_path / "exported"
-    assert cli_main(_args(task, frozen, root, stopped, *run, "--config.steps=4", "--export", str(exported))) == 0
+    assert cli_main(_args(task, frozen, root, stopped, *run, "--config.steps=4", "--continue-changed",
+                          "--export", str(exported))) == 0  # fmt: skip
+    assert (stopped / "config.step-2.json").read_text() == recorded  # how the first two steps were trained
     networks = json.loads((exported / "manifest.json").read_text())["networks"]
     assert networks["alpha_clip"]["logit_scale"] == networks["text_encoder"]["logit_scale"]  # the temperature
     records = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]

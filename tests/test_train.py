@@ -145,7 +145,7 @@ def test_two_processes_train_and_the_checkpoint_restores_in_one(tiny_checkpoint,
     assert (work / "checkpoints" / "6").is_dir()
     files = json.loads((work / "embeddings" / "manifest.json").read_text())["files"]
     assert files["alpha_embeds"] == [f"alpha_embeds.0000{i}-of-00002.npy" for i in range(2)], "one shard per process"
-    assert cli_main(_args(tiny_checkpoint, images, work, "--config.steps=8")) == 0
+    assert cli_main(_args(tiny_checkpoint, images, work, "--config.steps=8", "--continue-changed")) == 0
     resumed = [r for r in _metrics(work)[1] if r.get("event") == "resumed"]
     assert resumed and resumed[-1]["step"] == 6
 

@@ -18,8 +18,10 @@ DESCRIPTION = textwrap.dedent(
     Runs the training a config file describes (ml_collections, as in flax's examples: train/configs/
     holds the published runs and each stage of the mini recipe); any field is overridden on the command
     line with --config.KEY=VALUE. Resumes from WORKDIR automatically (params, optimizer, step, data
-    position); the resolved config is written to WORKDIR/config.json and, with --export, into the
-    exported manifest beside each trained network.
+    position) when its run has the same settings (paths aside); one of other settings (more steps, another
+    learning rate) stops with the list of changes unless --continue-changed says to go on. The resolved
+    config is written to WORKDIR/config.json and, with --export, into the exported manifest beside each
+    trained network.
 
     Tasks (config.task): mlp (CLIPAway's MLP: AlphaCLIP(image, alpha=1) -> the IP-Adapter ViT-H
     image_embeds, MSE), unet (the inpainting UNet fine-tuned with DCGD's noise MSE; 12 channels with
@@ -36,6 +38,8 @@ DESCRIPTION = textwrap.dedent(
       clipaway-jax train --config train/configs/clipaway_mlp.py --workdir runs/mlp-short \\
           --config.steps=2000 --config.images=my/photos
       clipaway-jax train --config train/configs/dcgd_unet.py --workdir runs/dcgd --config.fsdp=8
+      clipaway-jax train --config train/configs/mini_inpaint.py --workdir runs/inpaint \
+          --config.steps=14000 --continue-changed   # a finished run, 3000 steps more
       python -m train --config train/configs/mini_vae.py --workdir runs/vae --config.learning_rate=5e-4
     """
 )
@@ -50,6 +54,9 @@ def add_parser(sub) -> None:
                    help="the run's config file (train/configs/*.py); then --config.KEY=VALUE overrides")  # fmt: skip
     p.add_argument("--workdir", type=Path, required=True, help="checkpoints, metrics.jsonl, tensorboard/, config.json")
     p.add_argument("--export", type=Path, help="write a checkpoint for remove/infer with the trained networks")
+    p.add_argument("--continue-changed", action="store_true",
+                   help="resume WORKDIR's run although its config.json records other settings (that record is "
+                        "kept as config.step-N.json, N the step it reached)")  # fmt: skip
     add_distributed(p)
     p.add_argument("--debug-step-sleep", type=float, default=0.0, help=argparse.SUPPRESS)
     p.set_defaults(run=main, overrides_allowed=True)
@@ -137,6 +144,10 @@ def main(args) -> int:
 
     cfg = train_config(config)
     record = resolved(config, args.config)
+    before = check_workdir(args.workdir, record, args.continue_changed)
+    multihost_barrier("clipaway-jax workdir checked")  # every process read the record before it is replaced
+    if jax.process_index() == 0 and before:
+        shutil.copyfile(args.workdir / "config.json", args.workdir / f"config.step-{before}.json")
     if jax.process_index() == 0:  # what this run is, beside its checkpoints
         args.workdir.mkdir(parents=True, exist_ok=True)
         write_atomic(args.workdir / "config.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
@@ -147,6 +158,33 @@ def main(args) -> int:
     if jax.process_index() == 0:
         print(f"trained {', '.join(task.entries)} for {cfg.steps} steps; logs in {args.workdir}")
     return 0
+
+
+def last_step(workdir: Path) -> int | None:
+    """The step of WORKDIR's latest checkpoint (orbax names a finished one by its step alone), or None."""
+    folder = workdir / "checkpoints"
+    steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+    return max(steps, default=None)
+
+
+def check_workdir(workdir: Path, record: dict, allow_changes: bool) -> int | None:
+    """Refuse to resume WORKDIR's run under other settings than its config.json records, unless allowed: a
+    cosine schedule, the data order and the batch all depend on them, and the record would no longer say how
+    the checkpoint was trained. Returns the step of a run continued under changed settings, else None."""
+    from clipaway_jax.training.config import changes
+
+    path, step = workdir / "config.json", last_step(workdir)
+    if step is None or not path.is_file():
+        return None  # nothing to resume: a fresh start
+    changed = changes(json.loads(path.read_text()), record)
+    if not changed:
+        return None
+    if not allow_changes:
+        raise SystemExit(f"{workdir} holds a run (step {step}) with other settings than these: "
+                         f"{'; '.join(changed)}. Give a new --workdir to start afresh, or --continue-changed "
+                         f"to resume it under the new settings.")  # fmt: skip
+    print(f"resuming {workdir} at step {step} with changed settings: {'; '.join(changed)}")
+    return step
 
 
 def _mlp_task(config, workdir, cfg):

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from clipaway_jax.training.config import changes
+
 CONFIGS = Path(__file__).resolve().parents[2] / "train" / "configs"  # the repository's train/configs/
 # stage: (networks it adds, its config file in train/configs/)
 STAGES = {
@@ -73,23 +75,6 @@ def record(checkpoint: Path, stage: str) -> dict | None:
     last = lambda entry: Path(entry.get("training", {}).get("config_file", "")).name
     ours = [e["training"] for e in entries if last(e) == name]
     return ours[0] if ours and all(e.get("trained") for e in entries) else None
-
-
-# where the run read and wrote, not how it trained
-PATHS = ("config_file", "checkpoint", "data_dir")
-
-
-def changes(recorded: dict, settings: dict, prefix: str = "") -> list[str]:
-    """'key: recorded -> now' for each setting of a run's resolved config that differs from `settings`. A key
-    that one of them lacks is not compared: a record older than a field ran before the field existed."""
-    found = []
-    for key in sorted(set(recorded) & set(settings) - set(PATHS if not prefix else ())):
-        old, new = recorded[key], settings[key]
-        if isinstance(old, dict) and isinstance(new, dict):
-            found += changes(old, new, f"{prefix}{key}.")
-        elif old != new:
-            found.append(f"{prefix}{key}: {old} -> {new}")
-    return found
 
 
 def stage_settings(config_file: Path, seed: int, steps_scale: float) -> dict:

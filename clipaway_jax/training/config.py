@@ -145,6 +145,23 @@ def resolved(config: ConfigDict, path: str | Path | None = None) -> dict:
     return {"config_file": str(path) if path else None, **plain}
 
 
+# where a run read and wrote, not how it trained
+PATHS = ("config_file", "checkpoint", "data_dir")
+
+
+def changes(recorded: dict, settings: dict, prefix: str = "") -> list[str]:
+    """'key: recorded -> now' for each setting of a run's resolved config that differs from `settings` (paths
+    aside). A key that one of them lacks is not compared: a record older than a field ran before it existed."""
+    found = []
+    for key in sorted(set(recorded) & set(settings) - set(PATHS if not prefix else ())):
+        old, new = recorded[key], settings[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key}: {old} -> {new}")
+    return found
+
+
 def _one_line(err: BaseException) -> str:
     while err.args and isinstance(err.args[0], BaseException):  # (an AttributeError holding a KeyError)
         err = err.args[0]
