@@ -46,9 +46,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 # The mini model set from nothing (data, eight trainings, the float16 export into clipaway_jax/assets/mini):
-# 103.2 minutes on this 2-core CPU, timed as one run from nothing (2026-12-06; 108.5 the run before); since,
-# the DCGD stage is 5 min shorter and the inpainting stage (11000 steps) about 14 longer: about 112 minutes,
-# estimated from the stages' times. Rerunning continues where it stopped. Then its evaluation table.
+# as committed (11000 inpainting steps), timed as one run from nothing on a fresh clone: 123.6 minutes on
+# this 2-core CPU (2026-12-07, a slow day: each stage 8-22% slower than in the 103.2-minute run of 2026-12-06
+# with 8000 inpainting steps; at that day's rates, 112). Rerunning continues where it stopped. Then its
+# evaluation table.
 mini: $(BIN)/.installed
 	$(BIN)/python -m clipaway_jax.mini.recipe --out runs/mini --ship clipaway_jax/assets/mini
 
