@@ -183,7 +183,10 @@ def check_workdir(workdir: Path, record: dict, allow_changes: bool) -> int | Non
         raise SystemExit(f"{workdir} holds a run (step {step}) with other settings than these: "
                          f"{'; '.join(changed)}. Give a new --workdir to start afresh, or --continue-changed "
                          f"to resume it under the new settings.")  # fmt: skip
-    print(f"resuming {workdir} at step {step} with changed settings: {'; '.join(changed)}")
+    import jax
+
+    if jax.process_index() == 0:
+        print(f"resuming {workdir} at step {step} with changed settings: {'; '.join(changed)}")
     return step
 
 
