@@ -38,7 +38,7 @@ DESCRIPTION = textwrap.dedent(
       clipaway-jax train --config train/configs/clipaway_mlp.py --workdir runs/mlp-short \\
           --config.steps=2000 --config.images=my/photos
       clipaway-jax train --config train/configs/dcgd_unet.py --workdir runs/dcgd --config.fsdp=8
-      clipaway-jax train --config train/configs/mini_inpaint.py --workdir runs/inpaint \
+      clipaway-jax train --config train/configs/mini_inpaint.py --workdir runs/inpaint \\
           --config.steps=14000 --continue-changed   # a finished run, 3000 steps more
       python -m train --config train/configs/mini_vae.py --workdir runs/vae --config.learning_rate=5e-4
     """
