@@ -146,10 +146,11 @@ def main(args) -> int:
     record = resolved(config, args.config)
     before = check_workdir(args.workdir, record, args.continue_changed)
     multihost_barrier("clipaway-jax workdir checked")  # every process read the record before it is replaced
-    if jax.process_index() == 0 and before:
-        shutil.copyfile(args.workdir / "config.json", args.workdir / f"config.step-{before}.json")
-    if jax.process_index() == 0:  # what this run is, beside its checkpoints
+    if jax.process_index() == 0:  # what this run is, beside its checkpoints (and how it was trained before)
         args.workdir.mkdir(parents=True, exist_ok=True)
+        if before:
+            old = (args.workdir / "config.json").read_bytes()
+            write_atomic(args.workdir / f"config.step-{before}.json", lambda f: f.write(old))
         write_atomic(args.workdir / "config.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
     mesh = make_mesh(fsdp=config.fsdp)
     rules = FSDP_RULES if config.fsdp > 1 else REPLICATED
