@@ -723,3 +723,30 @@ def test_the_anchor_holds_the_pairs_without_a_class_at_the_starting_embedding(wo
         config = _config("alpha-clip", frozen, root, "--config.vision_only=True", "--config.anchor_weight=1.0")
         TASKS["alpha-clip"](config, tmp_path, train_config(config))
 
+
+@pytest.mark.parametrize("kind", ["pairs", "inpainting"])
+def test_kept_examples_equal_fresh_loads_in_any_order(kind, monkeypatch):
+    """The loaders seed an example's randomness by its index, so the same example comes out at every call:
+    `KeptLoader` (what train uses past one epoch) is exact, whatever batches the indices come in; over its
+    budget it keeps nothing."""
+    from clipaway_jax.mini import batches
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import render
+    from clipaway_jax.training.data import KeptLoader
+
+    words = lambda caption: np.frombuffer(caption.ljust(80).encode()[:80], np.int32)  # a tokenizer stand-in
+    monkeypatch.setattr(batches, "Tokens", lambda tokenizer: words)
+    source = [example(render(0, i, 32), i) for i in range(8)]
+    if kind == "pairs":
+        load = batches.contrastive_loader(source, None, 0, True, batches.PairRecipe(0.2, kinds=(4.0, 1.0, 1.0, 2.0)))
+    else:
+        load = batches.inpaint_loader(source, None, 0)
+    kept, passing = KeptLoader(load, len(source), budget=1 << 30), KeptLoader(load, len(source), budget=1)
+    for indices in ([5, 3, 7, 3], [7, 1, 5, 2], [2, 3, 5, 7]):
+        fresh = load(np.array(indices))
+        for loader in (kept, passing):
+            got = loader(np.array(indices))
+            assert sorted(got) == sorted(fresh)
+            for name in fresh:
+                np.testing.assert_array_equal(got[name], fresh[name], err_msg=name)
+    assert kept.filled.sum() == 5 and passing.arrays is None

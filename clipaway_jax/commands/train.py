@@ -129,6 +129,7 @@ class Task:
     load: Any
     size: int
     finish: Any = None
+    keep_loaded: bool = True  # False where `load` already indexes arrays in memory (a latent cache)
 
 
 def main(args) -> int:
@@ -209,7 +210,8 @@ def _mlp_task(config, workdir, cfg):
     if config.cache_embeddings:
         arrays = _cached_embeddings(workdir, source, alpha_clip, encoder, frozen, size)
         load = lambda idx: {k: np.asarray(v[idx]) for k, v in arrays.items()}
-        return Task({"mlp": entry}, params, tasks.mlp_loss(module), None, load, len(arrays["alpha_embeds"]))
+        return Task({"mlp": entry}, params, tasks.mlp_loss(module), None, load, len(arrays["alpha_embeds"]),
+                    keep_loaded=False)  # fmt: skip
     from clipaway_jax.training.data import decode_image
 
     load = lambda idx: {"images": np.stack([decode_image(source[int(i)]["image"], size) for i in idx])}
@@ -266,7 +268,8 @@ def _unet_task(config, workdir, cfg):
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
                            name, snr_gamma=config.snr_gamma, mask_weight=config.mask_weight,
                            timestep_bias=dict(config.timestep_bias))  # fmt: skip
-    return Task({name: entry}, {name: params}, loss, frozen, load, len(source))
+    cached = config.captions and config.cache_latents  # (the loader then indexes the latent cache)
+    return Task({name: entry}, {name: params}, loss, frozen, load, len(source), keep_loaded=not cached)
 
 
 # --- trainings from scratch (a world without published weights: see clipaway_jax.mini) -------------
@@ -412,7 +415,7 @@ def _inpaint_task(config, workdir, cfg):
                            config.snr_gamma, config.mask_weight, dict(config.timestep_bias))  # fmt: skip
     source = data_source(config, workdir)
     load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=True)
-    return Task(entries, params, loss, frozen, load, len(source))
+    return Task(entries, params, loss, frozen, load, len(source), keep_loaded=not config.cache_latents)
 
 
 def _t2i_task(config, workdir, cfg):
@@ -444,7 +447,8 @@ def _t2i_task(config, workdir, cfg):
 
     source = data_source(config, workdir)
     load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=True)
-    return Task({"unet_t2i": entry}, {"unet_t2i": {"conv_in": conv_in}}, loss, frozen, load, len(source))
+    return Task({"unet_t2i": entry}, {"unet_t2i": {"conv_in": conv_in}}, loss, frozen, load, len(source),
+                keep_loaded=not config.cache_latents)  # fmt: skip
 
 
 def _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds: bool):
@@ -539,12 +543,15 @@ def _train(args, config, cfg, mesh, rules, task: Task, record: dict):
     import jax
     import numpy as np
 
-    from clipaway_jax.training.data import BatchIterator
+    from clipaway_jax.training.data import BatchIterator, KeptLoader, host_memory
     from clipaway_jax.training.trainer import Checkpoints, Trainer
 
     holdout = int(task.size * config.val_fraction)
     train_indices = np.arange(holdout, task.size)
-    iterator = BatchIterator(len(train_indices), cfg.global_batch, lambda idx: task.load(train_indices[idx]),
+    load = task.load
+    if task.keep_loaded and cfg.steps * cfg.global_batch > len(train_indices):  # more than one epoch
+        load = KeptLoader(task.load, task.size, budget=host_memory() // 4)
+    iterator = BatchIterator(len(train_indices), cfg.global_batch, lambda idx: load(train_indices[idx]),
                              cfg.seed, jax.process_index(), jax.process_count())  # fmt: skip
     trainer = Trainer(cfg, task.loss, abstract_tree(task), task.params, args.workdir, mesh, rules, task.frozen)
     checkpoints = Checkpoints(args.workdir, cfg)

@@ -119,6 +119,48 @@ def _trim(mask: np.ndarray, high: float, rng) -> np.ndarray:
 # --- resumable per-host batches -------------------------------------------------------------------
 
 
+class KeptLoader:
+    """`load` with each example's arrays kept in host memory after its first load: from the second epoch on,
+    a batch is indexed out of arrays instead of decoded and drawn again (in the mini recipe the contrastive
+    pairs' loading took a tenth of each step). Exact, because this project's loaders give an example the
+    same arrays at every call (its randomness is seeded by its index). Keeps nothing, and only calls `load`,
+    when the whole set would take more than `budget` bytes."""
+
+    def __init__(self, load: Callable[[np.ndarray], dict], size: int, budget: int):
+        self.load, self.size, self.budget = load, size, budget
+        self.arrays: dict[str, np.ndarray] | None = None
+        self.filled = np.zeros(size, bool)
+        self.passing = False  # the set is too big to keep
+
+    def __call__(self, indices: np.ndarray) -> dict:
+        indices = np.asarray(indices)
+        if self.passing:
+            return self.load(indices)
+        todo = np.unique(indices[~self.filled[indices]])
+        if len(todo):
+            fresh = self.load(todo)
+            if self.arrays is None and not self._allocate(fresh):
+                return {name: value[np.searchsorted(todo, indices)] for name, value in fresh.items()}
+            for name, value in fresh.items():
+                self.arrays[name][todo] = value
+            self.filled[todo] = True
+        return {name: array[indices] for name, array in self.arrays.items()}
+
+    def _allocate(self, fresh: dict) -> bool:
+        needed = sum(value[0].nbytes for value in fresh.values()) * self.size
+        self.passing = needed > self.budget
+        if not self.passing:  # np.empty: pages are only taken as examples arrive
+            self.arrays = {name: np.empty((self.size, *v.shape[1:]), v.dtype) for name, v in fresh.items()}
+        return not self.passing
+
+
+def host_memory() -> int:
+    """This host's physical memory in bytes."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 @dataclass
 class LoaderState:
     epoch: int = 0
