@@ -46,10 +46,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 # The mini model set from nothing (data, eight trainings, the float16 export into clipaway_jax/assets/mini):
-# as committed (11000 inpainting steps), timed as one run from nothing on a fresh clone: 123.6 minutes on
-# this 2-core CPU (2026-12-07, a slow day: each stage 8-22% slower than in the 103.2-minute run of 2026-12-06
-# with 8000 inpainting steps; at that day's rates, 112). Rerunning continues where it stopped. Then its
-# evaluation table.
+# as committed, timed as one run from nothing on a fresh clone of this 2-core CPU: 109.2 minutes
+# (2026-12-07; about 115-117 at the slowest rates measured, when the recipe before this one's
+# t2i cut and kept pairs took 123.6). Rerunning continues where it stopped. Then its evaluation table.
 mini: $(BIN)/.installed
 	$(BIN)/python -m clipaway_jax.mini.recipe --out runs/mini --ship clipaway_jax/assets/mini
 

@@ -1,7 +1,7 @@
 """`make mini` (python -m clipaway_jax.mini.recipe): the whole mini model set from nothing, with our own
-`data` and `train` commands, seeded; on a 2-core CPU, timed from nothing as committed (11000 inpainting
-steps): 123.6 minutes on 2026-12-07, a slow day of the shared machine (each stage 8-22% slower than in the
-103.2-minute run of 2026-12-06 with 8000 inpainting steps; at that day's rates, 112 minutes).
+`data` and `train` commands, seeded; on a 2-core CPU, timed from nothing as committed: 109.2 minutes
+(2026-12-07; about 115-117 at the slowest rates measured, bench/RESULTS.md "The recipe's time,
+shorter").
 
     data scenes -> skeleton -> train alpha-clip -> train alpha-clip-classes -> train image-encoder
                 -> train vae -> train inpaint -> train mlp -> train unet (dcgd12)
