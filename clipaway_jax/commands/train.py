@@ -129,7 +129,6 @@ class Task:
     load: Any
     size: int
     finish: Any = None
-    keep_loaded: bool = True  # False where `load` already indexes arrays in memory (a latent cache)
 
 
 def main(args) -> int:
@@ -197,6 +196,7 @@ def _mlp_task(config, workdir, cfg):
 
     from clipaway_jax.checkpoint import load_checkpoint
     from clipaway_jax.training import tasks
+    from clipaway_jax.training.data import ArrayLoader, decode_image
 
     # frozen towers stay host-local numpy: each process replicates them over its own devices when caching
     ckpt = load_checkpoint(Path(config.checkpoint), networks=["alpha_clip", "image_encoder"])
@@ -209,11 +209,8 @@ def _mlp_task(config, workdir, cfg):
     size = config.size
     if config.cache_embeddings:
         arrays = _cached_embeddings(workdir, source, alpha_clip, encoder, frozen, size)
-        load = lambda idx: {k: np.asarray(v[idx]) for k, v in arrays.items()}
-        return Task({"mlp": entry}, params, tasks.mlp_loss(module), None, load, len(arrays["alpha_embeds"]),
-                    keep_loaded=False)  # fmt: skip
-    from clipaway_jax.training.data import decode_image
-
+        load = ArrayLoader(arrays)
+        return Task({"mlp": entry}, params, tasks.mlp_loss(module), None, load, len(arrays["alpha_embeds"]))
     load = lambda idx: {"images": np.stack([decode_image(source[int(i)]["image"], size) for i in idx])}
     loss = tasks.mlp_loss_from_images(module, alpha_clip, encoder)
     return Task({"mlp": entry}, params, loss, frozen, load, len(source))
@@ -268,8 +265,7 @@ def _unet_task(config, workdir, cfg):
     loss = tasks.unet_loss(unet, ckpt.module("vae"), ckpt.module("text_encoder"), ckpt.manifest.get("scheduler", {}),
                            name, snr_gamma=config.snr_gamma, mask_weight=config.mask_weight,
                            timestep_bias=dict(config.timestep_bias))  # fmt: skip
-    cached = config.captions and config.cache_latents  # (the loader then indexes the latent cache)
-    return Task({name: entry}, {name: params}, loss, frozen, load, len(source), keep_loaded=not cached)
+    return Task({name: entry}, {name: params}, loss, frozen, load, len(source))
 
 
 # --- trainings from scratch (a world without published weights: see clipaway_jax.mini) -------------
@@ -415,7 +411,7 @@ def _inpaint_task(config, workdir, cfg):
                            config.snr_gamma, config.mask_weight, dict(config.timestep_bias))  # fmt: skip
     source = data_source(config, workdir)
     load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=True)
-    return Task(entries, params, loss, frozen, load, len(source), keep_loaded=not config.cache_latents)
+    return Task(entries, params, loss, frozen, load, len(source))
 
 
 def _t2i_task(config, workdir, cfg):
@@ -447,8 +443,7 @@ def _t2i_task(config, workdir, cfg):
 
     source = data_source(config, workdir)
     load = _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds=True)
-    return Task({"unet_t2i": entry}, {"unet_t2i": {"conv_in": conv_in}}, loss, frozen, load, len(source),
-                keep_loaded=not config.cache_latents)  # fmt: skip
+    return Task({"unet_t2i": entry}, {"unet_t2i": {"conv_in": conv_in}}, loss, frozen, load, len(source))
 
 
 def _inpaint_loader(config, source, ckpt, workdir, unet, with_embeds: bool):
@@ -471,6 +466,7 @@ def _cached_inputs(config, workdir, load, count, unet, ckpt, with_embeds):
     from clipaway_jax.models.dcgd import unet_kind
     from clipaway_jax.training import tasks
     from clipaway_jax.training.config import inpaint_recipe
+    from clipaway_jax.training.data import ArrayLoader
 
     folder = workdir / "latents"
     setting = {"checkpoint": str(Path(config.checkpoint).resolve()), "data": config.tfds or config.images,
@@ -492,7 +488,7 @@ def _cached_inputs(config, workdir, load, count, unet, ckpt, with_embeds):
         raise ValueError(f"{folder} was cached for {found}, this run is {setting}: remove it to cache again")
     arrays = tasks.load_cache(folder)
     arrays["masks"] = arrays["masks"].astype(np.float32)
-    return lambda idx: {name: array[np.asarray(idx)] for name, array in arrays.items()}
+    return ArrayLoader(arrays)
 
 
 TASKS = {"mlp": _mlp_task, "unet": _unet_task, "alpha-clip": _contrastive_task("alpha_clip", "text_encoder", True),
@@ -543,13 +539,14 @@ def _train(args, config, cfg, mesh, rules, task: Task, record: dict):
     import jax
     import numpy as np
 
-    from clipaway_jax.training.data import BatchIterator, KeptLoader, host_memory
+    from clipaway_jax.training.data import ArrayLoader, BatchIterator, KeptLoader, host_memory
     from clipaway_jax.training.trainer import Checkpoints, Trainer
 
     holdout = int(task.size * config.val_fraction)
     train_indices = np.arange(holdout, task.size)
     load = task.load
-    if task.keep_loaded and cfg.steps * cfg.global_batch > len(train_indices):  # more than one epoch
+    more_than_an_epoch = cfg.steps * cfg.global_batch > len(train_indices)
+    if more_than_an_epoch and not isinstance(task.load, ArrayLoader):  # (a cache's arrays are kept already)
         load = KeptLoader(task.load, task.size, budget=host_memory() // 4)
     iterator = BatchIterator(len(train_indices), cfg.global_batch, lambda idx: load(train_indices[idx]),
                              cfg.seed, jax.process_index(), jax.process_count())  # fmt: skip

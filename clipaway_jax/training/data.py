@@ -119,6 +119,17 @@ def _trim(mask: np.ndarray, high: float, rng) -> np.ndarray:
 # --- resumable per-host batches -------------------------------------------------------------------
 
 
+class ArrayLoader:
+    """Batches indexed out of arrays already in host memory: a cache of what frozen networks make of every
+    example (`cache_latents`, `cache_embeddings`)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
+
+    def __call__(self, indices: np.ndarray) -> dict:
+        return {name: array[np.asarray(indices)] for name, array in self.arrays.items()}
+
+
 class KeptLoader:
     """`load` with each example's arrays kept in host memory after its first load: from the second epoch on,
     a batch is indexed out of arrays instead of decoded and drawn again (in the mini recipe the contrastive
