@@ -187,6 +187,10 @@ def test_checkpoint_pipeline_defaults_apply_only_to_flags_not_given():
     assert resolved(["--guidance-scale", "5"], {"guidance_scale": 2.0}).guidance_scale == 5.0  # the flag wins
     assert resolved([], {"paste_back": 1}).paste_back == 1
     assert resolved(["--paste-back", "0"], {"paste_back": 1}).paste_back == 0
+    assert resolved([], {}).seamless is False and resolved([], {"seamless": True}).seamless is True
+    assert resolved(["--no-seamless"], {"seamless": True}).seamless is False
+    no_paste = resolved(["--paste-back", "0"], {"paste_back": 1, "seamless": True})
+    assert pipeline_args.options(no_paste).seamless is False  # seamless is a way of pasting back
     assert resolved(["--base", "blended"], {}).scheduler == "ddim"  # Blended Latent Diffusion's sampler
 
 

@@ -36,6 +36,7 @@ class Settings:
     seed: int = 42
     dilation: int = 1
     paste_back: int = 0
+    seamless: bool = False
     keep_aspect: bool = False
     panels: bool = False
     negative_prompt: str = "monochrome, lowres, bad anatomy, worst quality, low quality"  # or the checkpoint's
@@ -76,6 +77,7 @@ class Remover:
             self.pipe, self.describer = pipeline_args.load_pipeline(args)
             self.defaults = Settings(steps=args.steps, scheduler=args.scheduler, guidance_scale=args.guidance_scale,
                                      dilation=args.dilate_iterations, paste_back=args.paste_back,
+                                     seamless=args.seamless,
                                      negative_prompt=args.negative_prompt)  # fmt: skip
         except Exception as err:  # shown on the page: the server stays up and says what went wrong
             self.error = f"{type(err).__name__}: {err}"
@@ -101,7 +103,8 @@ class Remover:
             size = default_size(self.pipe)
             prepared = prepare_arrays(image, mask, size, settings.keep_aspect, "upload")
             options = RemovalOptions(steps=settings.steps, scheduler=settings.scheduler, uncond="mlp",
-                                     dilate_iterations=settings.dilation, paste_back=settings.paste_back)  # fmt: skip
+                                     dilate_iterations=settings.dilation, paste_back=settings.paste_back,
+                                     seamless=settings.seamless and settings.paste_back > 0)  # fmt: skip
             key = program_key(settings)
             compiled = key not in self._seen
             call = call_args(settings)
@@ -125,7 +128,7 @@ class Remover:
 def program_key(settings: Settings) -> tuple:
     """What selects a compiled program (the model size is fixed): not the seed or the guidance scale."""
     s = settings
-    return s.mode, s.steps, s.scheduler, s.dilation, s.paste_back, s.panels
+    return s.mode, s.steps, s.scheduler, s.dilation, s.paste_back, s.seamless and s.paste_back > 0, s.panels
 
 
 def loading_args(checkpoint: Path, cache_dir: str) -> argparse.Namespace:
@@ -136,7 +139,7 @@ def loading_args(checkpoint: Path, cache_dir: str) -> argparse.Namespace:
     return argparse.Namespace(checkpoint=checkpoint, dtype="auto", unet_variant="inpaint", objects=None,
                               scenes=None, cache_dir=cache_dir, guidance_mode="clipaway+dcgd" if describe else
                               "clipaway", steps=None, scheduler=None, dilate_iterations=None,
-                              guidance_scale=None, paste_back=None, negative_prompt=None)  # fmt: skip
+                              guidance_scale=None, paste_back=None, seamless=None, negative_prompt=None)  # fmt: skip
 
 
 def call_args(settings: Settings) -> argparse.Namespace:
@@ -242,14 +245,14 @@ def build(remover: Remover, label: str, examples: list[dict]):
 
     from clipaway_jax.schedulers import SAMPLERS
 
-    def run(upload, editor, mask_file, mode, steps, scheduler, guidance, seed, dilation, paste_back, keep_aspect,
-            panels):  # fmt: skip
+    def run(upload, editor, mask_file, mode, steps, scheduler, guidance, seed, dilation, paste_back, seamless,
+            keep_aspect, panels):  # fmt: skip
         try:
             remover.check_ready()
             image, mask = read_inputs(editor, mask_file, upload)
             negative = (remover.defaults or Settings()).negative_prompt
             settings = Settings(mode, int(steps), scheduler, float(guidance), int(seed), int(dilation),
-                                int(paste_back), bool(keep_aspect), bool(panels), negative)  # fmt: skip
+                                int(paste_back), bool(seamless), bool(keep_aspect), bool(panels), negative)  # fmt: skip
             if remover.will_compile(settings):
                 gr.Info("First request with these settings: compiling the removal program (once; later requests "
                         "reuse it).")  # fmt: skip
@@ -287,6 +290,8 @@ def build(remover: Remover, label: str, examples: list[dict]):
             dilation = gr.Slider(0, 10, value=defaults.dilation, step=1, label="mask dilation (5x5 iterations)")
             paste_back = gr.Slider(0, 16, value=0, step=1, label="paste back: feather radius in px (0 = off)",
                                    elem_id="paste-back")  # fmt: skip
+            seamless = gr.Checkbox(False, label="seamless paste-back: the fill meets the image's colours at its edge",
+                                   elem_id="seamless")  # fmt: skip
             keep_aspect = gr.Checkbox(False, label="keep aspect (pad instead of squash)")
             panels = gr.Checkbox(False, label="show the MLP(e_f) / MLP(e_b) / projection panels")
         button = gr.Button("Remove", variant="primary", elem_id="remove")
@@ -303,20 +308,20 @@ def build(remover: Remover, label: str, examples: list[dict]):
             gr.Examples(examples=[[None, e] for e in examples], inputs=[upload, editor],
                         label="examples: mini-world test scenes")  # fmt: skip
         upload.upload(lambda image: {"background": image, "layers": [], "composite": image}, upload, editor)
-        inputs = [upload, editor, mask_file, mode, steps, scheduler, guidance, seed, dilation, paste_back, keep_aspect,
-                  panels]  # fmt: skip
+        inputs = [upload, editor, mask_file, mode, steps, scheduler, guidance, seed, dilation, paste_back, seamless,
+                  keep_aspect, panels]  # fmt: skip
         outputs = [result, compare, used, gallery, texts, download, status]
         button.click(run, inputs, outputs, concurrency_limit=1)
-        page.load(lambda: _set_defaults(remover), None, [steps, scheduler, guidance, dilation, paste_back])
+        page.load(lambda: _set_defaults(remover), None, [steps, scheduler, guidance, dilation, paste_back, seamless])
     return page.queue(default_concurrency_limit=1)
 
 
 def _set_defaults(remover: Remover):
     """The checkpoint's own defaults into the controls, once it is loaded (the mini model: 25 DDIM steps,
-    its guidance scale, paste-back on)."""
+    its guidance scale, paste-back on, seamless)."""
     remover.ready.wait(timeout=600)
     d = remover.defaults or Settings()
-    return d.steps, d.scheduler, d.guidance_scale, d.dilation, d.paste_back
+    return d.steps, d.scheduler, d.guidance_scale, d.dilation, d.paste_back, d.seamless
 
 
 def to_u8(array: np.ndarray) -> np.ndarray:

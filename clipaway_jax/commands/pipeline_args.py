@@ -78,6 +78,10 @@ def add(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base", choices=BASES, default="inpaint",
                    help="inpaint: SD inpainting, as published (default); blended: Blended Latent Diffusion on the "
                    "text-to-image UNet (convert --sd-base), DDIM, with the same image tokens")  # fmt: skip
+    g.add_argument("--strength", type=float, default=None, metavar="S",
+                   help="inpaint, DDIM: the share of the schedule run (default: the checkpoint's, else 1 = from "
+                   "noise, as published); below 1 the sampler starts from the input with its hole filled smoothly "
+                   "from the context, noised to that step's level")  # fmt: skip
     g.add_argument("--blend-start", type=fraction, default=0.25, metavar="F",
                    help="blended: the fraction of the timesteps skipped (default 0.25, the reference's)")  # fmt: skip
     g.add_argument("--blend-noise", choices=("current", "previous"), default="current",
@@ -124,6 +128,10 @@ def add(p: argparse.ArgumentParser) -> None:
         help="paste the unmasked pixels back with a feathered edge of RADIUS px; 0 = off (default 0, as the "
         "original, or the checkpoint's own default: the mini model's is 1)",
     )
+    g.add_argument("--seamless", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --paste-back: shift the fill by the interpolated difference between the input and "
+                   "the result around the hole, so it meets the input's colours (default: the checkpoint's, else "
+                   "off)")  # fmt: skip
     g = p.add_argument_group("runtime")
     g.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU")  # fmt: skip
@@ -140,8 +148,9 @@ def compute_dtype(name: str) -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
+# the published CLIPAway settings
 BUILT_IN_DEFAULTS = dict(steps=50, scheduler="pndm", dilate_iterations=5, paste_back=0, guidance_scale=7.5,
-                         negative_prompt=DEFAULT_NEGATIVE_PROMPT)  # the published CLIPAway settings  # fmt: skip
+                         negative_prompt=DEFAULT_NEGATIVE_PROMPT, strength=1.0, seamless=False)  # fmt: skip
 
 
 def resolve_defaults(args: argparse.Namespace, manifest: dict) -> None:
@@ -163,10 +172,12 @@ def options(args: argparse.Namespace) -> RemovalOptions:
         dilate_kernel=args.dilate_kernel,
         dilate_iterations=args.dilate_iterations,
         paste_back=args.paste_back,
+        seamless=args.seamless and args.paste_back > 0,
         posterior=args.posterior,
         base=args.base,
         blend_start=args.blend_start,
         blend_noise=args.blend_noise,
+        strength=args.strength,
     )
 
 

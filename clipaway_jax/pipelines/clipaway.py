@@ -32,7 +32,7 @@ from clipaway_jax import hostmem, xla
 from clipaway_jax.checkpoint import Checkpoint, load_checkpoint
 from clipaway_jax.models import focused_embeddings, projection_block
 from clipaway_jax.models.dcgd import KINDS, unet_kind
-from clipaway_jax.pipelines.images import binarize, dilate, feather
+from clipaway_jax.pipelines.images import binarize, dilate, feather, seamless, smooth_fill
 from clipaway_jax.schedulers import make_sampler
 from clipaway_jax.schedulers.base import at
 
@@ -50,11 +50,15 @@ class RemovalOptions:
     dilate_kernel: int = 5
     dilate_iterations: int = 5  # 0 disables dilation
     paste_back: int = 0  # feather radius in pixels; 0 = off (the original does not paste back)
+    seamless: bool = False  # paste-back: first shift the fill to meet the input's colours at its edge
     posterior: str = "sample"  # VAE latents of the masked image: "sample" (diffusers) or "mode"
     base: str = "inpaint"  # "inpaint": a 9/12-channel inpainting UNet; "blended": Blended Latent Diffusion
     blend_start: float = 0.25  # blended: the fraction of the timesteps skipped (the reference's default)
     blend_noise: str = "current"  # blended: re-noise the source to the current step's t (the reference) or
     #                               to the previous one (the level the DDIM step has just produced)
+    strength: float = 1.0  # inpaint: the share of the schedule run. 1: from pure noise (the original); below,
+    #                        from the input with its hole filled smoothly from the context, noised to the first
+    #                        step's level (SDEdit's start; diffusers' `strength`, the hole pre-filled)
 
     def __post_init__(self):
         if self.uncond not in ("mlp", "zeros"):
@@ -69,11 +73,22 @@ class RemovalOptions:
             raise ValueError(f"blend_start must be in [0, 1), got {self.blend_start}")
         if self.blend_noise not in ("current", "previous"):
             raise ValueError(f"blend_noise must be 'current' or 'previous', got {self.blend_noise!r}")
+        if self.seamless and self.paste_back <= 0:
+            raise ValueError("seamless shifts the fill for pasting back: it needs paste_back > 0")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.strength < 1 and (self.base != "inpaint" or self.scheduler != "ddim"):
+            raise ValueError(f"strength < 1 runs the inpainting base with DDIM; got {self.base!r}, {self.scheduler!r}")
+        if self.steps - int(self.steps * self.strength) >= self.steps:
+            raise ValueError(f"strength {self.strength} runs no step of {self.steps}")
 
     @property
     def first_step(self) -> int:
-        """The index of the first timestep run: 0, or int(S * blend_start) for the blended base."""
-        return int(self.steps * self.blend_start) if self.base == "blended" else 0
+        """The index of the first timestep run: int(S * blend_start) for the blended base, else
+        S - int(S * strength) (diffusers' `get_timesteps`)."""
+        if self.base == "blended":
+            return int(self.steps * self.blend_start)
+        return self.steps - int(self.steps * self.strength)
 
 
 BASES = ("inpaint", "blended")
@@ -138,6 +153,7 @@ def initial_latents(keys, shape) -> jax.Array:
 
 
 BLEND_STREAM = 2  # the per-image key's sub-stream for the blended base's per-step noise
+FILL_STREAM = 3  # ... for the VAE posterior sample of the pre-filled input (strength < 1)
 
 
 def blending_noise(keys, index, shape) -> jax.Array:
@@ -198,6 +214,14 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
         (_, x), _ = jax.lax.scan(step, (state, x), jnp.arange(first, len(timesteps)))
         return x
 
+    def prefilled(params, images, masks, keys, noise, first):
+        """The start for strength < 1: the input with its hole filled from the context, encoded and noised
+        to timestep `first`'s level with the sampler's own starting noise."""
+        fill_keys = jax.vmap(lambda k: jax.random.fold_in(k, FILL_STREAM))(keys)
+        z = encode(params, smooth_fill(images * 2 - 1, masks), fill_keys)
+        a = at(sampler.alpha, first, z)
+        return constrain(jnp.sqrt(a) * z + jnp.sqrt(1 - a) * noise)
+
     def run(params, images, masks, text_ids, keys, guidance_scale, ip_scale, diagnostic=(0, False), latents=None):
         # images [B, H, W, 3] in [0, 1]; masks [B, H, W]; text_ids [B, 2, 77] (negative, positive)
         # diagnostic: (token source index, inpaint the whole image) for --show-embeddings
@@ -229,6 +253,9 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
             x = blended(params, images, masks, keys, x, guided_eps)
         else:
             extra = jnp.repeat(condition_channels(params, images, masks, vae_keys), 2, axis=0)
+            first = options.first_step
+            if first:
+                x = prefilled(params, images, masks, keys, x, first)
 
             def step(carry, t):
                 state, x = carry
@@ -236,10 +263,13 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
                 state, x = sampler.step(state, guided_eps(jnp.concatenate([model_in, extra], -1), t), x)
                 return (state, constrain(x)), None
 
-            (_, x), _ = jax.lax.scan(step, (sampler.init_state(x), x), timesteps)
+            state = sampler.init_state(x)._replace(step=jnp.int32(first))
+            (_, x), _ = jax.lax.scan(step, (state, x), timesteps[first:])
         pixels = vae.apply(params["vae"], x / sf, method="decode").astype(jnp.float32)
         pixels = jnp.clip(pixels / 2 + 0.5, 0.0, 1.0)
         if options.paste_back:
+            if options.seamless:
+                pixels = seamless(images, masks, pixels)
             soft = feather(masks, options.paste_back)[..., None]
             pixels = images * (1 - soft) + pixels * soft
         return pixels

@@ -147,6 +147,40 @@ def feather(masks: jax.Array, radius: int) -> jax.Array:
     return jnp.clip(summed / size**2, 0.0, 1.0)
 
 
+def smooth_fill(images: jax.Array, masks: jax.Array) -> jax.Array:
+    """The hole (masks >= 0.5) filled from its context by push-pull interpolation (Gortler et al. 1996):
+    the known pixels' sums and counts on a halving pyramid, each level's means pulled back up into the
+    cells of the finer level that hold no known pixel. Outside the hole the images unchanged; inside,
+    smooth: the context's colour and no detail. [B, H, W, C], [B, H, W] -> [B, H, W, C]."""
+    known = (masks < 0.5).astype(images.dtype)[..., None]
+    pyramid = [(images * known, known)]
+    while min(pyramid[-1][1].shape[1:3]) > 1:
+        values, weights = pyramid[-1]
+        pyramid.append((_halve(values), _halve(weights)))
+    values, weights = pyramid[-1]
+    filled = values / jnp.maximum(weights, 1e-12)
+    for values, weights in reversed(pyramid[:-1]):
+        coarse = jax.image.resize(filled, values.shape, "linear")
+        sure = jnp.minimum(weights, 1.0)  # a cell with any known pixel under it keeps its own mean
+        filled = values / jnp.maximum(weights, 1e-12) * sure + coarse * (1 - sure)
+    return filled
+
+
+def seamless(images: jax.Array, masks: jax.Array, result: jax.Array) -> jax.Array:
+    """The result's hole shifted by the membrane of the differences between the input and the result
+    around it (their smooth fill: Farbman et al. 2009's instant cloning, push-pull for the interpolation),
+    so that the fill meets the input's colours at its edge and keeps its own detail; outside the hole the
+    input. [B, H, W, 3] in [0, 1], masks [B, H, W] -> [B, H, W, 3]."""
+    return jnp.clip(result + smooth_fill(images - result, masks), 0.0, 1.0)
+
+
+def _halve(x: jax.Array) -> jax.Array:
+    """2x2 sum pooling to half the size, an odd edge padded with zeros (zero weight)."""
+    b, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+    return x.reshape(b, (h + 1) // 2, 2, (w + 1) // 2, 2, c).sum((2, 4))
+
+
 def paste_at_input_size(original: np.ndarray, mask: np.ndarray, result: np.ndarray, model_size: tuple[int, int],
                         options) -> np.ndarray:  # fmt: skip
     """Paste-back at the input's own resolution. The program pastes at the model size; once that result is
