@@ -127,8 +127,10 @@ def test_paint_a_mask_remove_and_compare(server, browser, photo, tmp_path):
     from clipaway_jax.checkpoint import read_manifest
     from clipaway_jax.mini import shipped
 
-    own = read_manifest(shipped.SHIPPED)["pipeline_defaults"]["guidance_scale"]
-    assert own != 7.5 and float(page.locator("#guidance input[type=number]").input_value()) == own
+    own = read_manifest(shipped.SHIPPED)["pipeline_defaults"]
+    assert own["guidance_scale"] != 7.5
+    assert float(page.locator("#guidance input[type=number]").input_value()) == own["guidance_scale"]
+    assert page.locator("#seamless input[type=checkbox]").is_checked() == own["seamless"]
     result, used = _fetch(page, "#result"), _fetch(page, "#mask-used")
     original = np.asarray(Image.open(photo).convert("RGB"))
     assert result.shape == original.shape == (H, W, 3)

@@ -18,16 +18,17 @@ from clipaway_jax.cli import main as cli_main
 from clipaway_jax.mini import shipped
 
 SCENES = 8
-# Measured with the checkpoint's defaults (paste-back, guidance 1.5), float32 on this CPU, the set shipped
-# 2026-12-06 with the 11000-step inpainting UNet: 7 of 8 read as removed (the ground truth itself: 5 of 8,
-# where objects under the target show again), the 8 sources all painted in; inside the mask 15.14 dB against
-# Telea's 17.99 (the 8000-step set: 14.43 dB, 8 of 8 removed; the set before the object-aware masks:
-# 13.66 dB and 5 of 8 removed, which MIN_REMOVED fails; the set before the first retrain: 10.52 dB, 7.5 dB
-# below).
-MIN_REMOVED = 6
+# Measured with the checkpoint's defaults (paste-back with the seamless colour shift, guidance 1.5), float32
+# on this CPU, the set shipped 2026-12-06 with the 11000-step inpainting UNet: inside the mask 16.36 dB
+# against Telea's 17.99 (without the seamless shift 15.14; the 8000-step set: 14.43 dB; the set before the
+# first retrain: 10.52 dB, 7.5 dB below); 6 of 8 read as removed, all 5 where the ground truth itself reads
+# as removed (the other 3: objects under the target show again; the seamless fill gives one of them back,
+# which then reads as painted in: 7 of 8 without it); the 8 sources all painted in. The set before the
+# object-aware masks: 13.66 dB and 5 of 8 removed.
+MIN_REMOVED_WHERE_BARE = 4  # of the scenes where the ground truth reads as removed (5 here)
 MIN_SOURCE_PAINTED = 7
-MIN_PSNR_MASK = 14.0  # dB, mean over the 8 scenes
-MAX_BELOW_TELEA = 3.5  # dB: Telea's mean PSNR inside the mask minus ours
+MIN_PSNR_MASK = 15.3  # dB, mean over the 8 scenes
+MAX_BELOW_TELEA = 2.5  # dB: Telea's mean PSNR inside the mask minus ours
 
 
 def load(folder, names):
@@ -74,9 +75,12 @@ def test_the_measure_reads_the_sources_as_painted_in_and_the_results_as_removed(
     names = sorted(scenes)
     masks = np.stack([scenes[n].mask >= 128 for n in names]).astype(np.float32)
     source = painted_in(np.stack([scenes[n].image for n in names]) / 255.0, masks)
+    truth = painted_in(np.stack([scenes[n].background for n in names]) / 255.0, masks)
     result = painted_in(load(root / "results", names), masks)
+    print(f"painted in: sources {source.sum()} of {len(names)}, ground truths {truth.sum()}, results {result.sum()}")
     assert source.sum() >= MIN_SOURCE_PAINTED, dict(zip(names, source, strict=True))
-    assert (~result).sum() >= MIN_REMOVED, dict(zip(names, result, strict=True))
+    assert (~result).sum() >= (~truth).sum(), "the fills read as removed at least as often as the ground truth"
+    assert (~result[~truth]).sum() >= MIN_REMOVED_WHERE_BARE, dict(zip(names, result, strict=True))
 
 
 def test_the_mask_is_filled_close_to_classical_inpainting(evaluated):
@@ -91,4 +95,5 @@ def test_the_mask_is_filled_close_to_classical_inpainting(evaluated):
         hole = scene.mask >= 128
         filled = fill("OpenCV Telea", scene.image, hole) / 255.0
         telea.append(psnr(filled, scene.background / 255.0, hole))  # as `eval` scores psnr_mask
+    print(f"inside the mask: {ours:.2f} dB, OpenCV Telea {np.mean(telea):.2f}")
     assert ours > MIN_PSNR_MASK and np.mean(telea) - ours < MAX_BELOW_TELEA, (ours, np.mean(telea))

@@ -53,7 +53,7 @@ SCHEDULER = dict(_class_name="PNDMScheduler", beta_start=0.00085, beta_end=0.012
 # scenes the retrained model fills the mask at 13.18 / 13.51 / 12.61 / 11.93 dB with guidance 1 / 1.5 / 2.5 / 4
 # (bench/RESULTS.md); above it the image tokens' guidance repaints the scene. A retrained model chooses its own.
 PIPELINE_DEFAULTS = dict(dilate_iterations=1, steps=25, scheduler="ddim", negative_prompt="", paste_back=1,
-                         guidance_scale=1.5)
+                         seamless=True, guidance_scale=1.5)
 
 OBJECT_LABELS = [f"{colour} {shape}" for shape in SHAPES for colour in COLOURS]
 SCENE_LABELS = list(BACKGROUNDS)
