@@ -41,6 +41,11 @@ class Settings:
     panels: bool = False
     negative_prompt: str = "monochrome, lowres, bad anatomy, worst quality, low quality"  # or the checkpoint's
 
+    @property
+    def seamless_paste_back(self) -> bool:
+        """The checkbox counts only with paste-back on (seamless is a way of pasting back)."""
+        return self.seamless and self.paste_back > 0
+
 
 @dataclass
 class Outcome:
@@ -104,7 +109,7 @@ class Remover:
             prepared = prepare_arrays(image, mask, size, settings.keep_aspect, "upload")
             options = RemovalOptions(steps=settings.steps, scheduler=settings.scheduler, uncond="mlp",
                                      dilate_iterations=settings.dilation, paste_back=settings.paste_back,
-                                     seamless=settings.seamless and settings.paste_back > 0)  # fmt: skip
+                                     seamless=settings.seamless_paste_back)  # fmt: skip
             key = program_key(settings)
             compiled = key not in self._seen
             call = call_args(settings)
@@ -128,7 +133,7 @@ class Remover:
 def program_key(settings: Settings) -> tuple:
     """What selects a compiled program (the model size is fixed): not the seed or the guidance scale."""
     s = settings
-    return s.mode, s.steps, s.scheduler, s.dilation, s.paste_back, s.seamless and s.paste_back > 0, s.panels
+    return s.mode, s.steps, s.scheduler, s.dilation, s.paste_back, s.seamless_paste_back, s.panels
 
 
 def loading_args(checkpoint: Path, cache_dir: str) -> argparse.Namespace:

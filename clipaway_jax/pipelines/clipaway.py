@@ -79,7 +79,7 @@ class RemovalOptions:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.strength < 1 and (self.base != "inpaint" or self.scheduler != "ddim"):
             raise ValueError(f"strength < 1 runs the inpainting base with DDIM; got {self.base!r}, {self.scheduler!r}")
-        if self.steps - int(self.steps * self.strength) >= self.steps:
+        if int(self.steps * self.strength) == 0:
             raise ValueError(f"strength {self.strength} runs no step of {self.steps}")
 
     @property
@@ -210,8 +210,7 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
             return (state, constrain(x * mask + noised * (1 - mask))), None
 
         first = options.first_step
-        state = sampler.init_state(x)._replace(step=jnp.int32(first))
-        (_, x), _ = jax.lax.scan(step, (state, x), jnp.arange(first, len(timesteps)))
+        (_, x), _ = jax.lax.scan(step, (sampler.init_state(x, first), x), jnp.arange(first, len(timesteps)))
         return x
 
     def prefilled(params, images, masks, keys, noise, first):
@@ -263,8 +262,7 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
                 state, x = sampler.step(state, guided_eps(jnp.concatenate([model_in, extra], -1), t), x)
                 return (state, constrain(x)), None
 
-            state = sampler.init_state(x)._replace(step=jnp.int32(first))
-            (_, x), _ = jax.lax.scan(step, (state, x), timesteps[first:])
+            (_, x), _ = jax.lax.scan(step, (sampler.init_state(x, first), x), timesteps[first:])
         pixels = vae.apply(params["vae"], x / sf, method="decode").astype(jnp.float32)
         pixels = jnp.clip(pixels / 2 + 0.5, 0.0, 1.0)
         if options.paste_back:

@@ -125,10 +125,11 @@ class Sampler:
     init_noise_sigma: float = 1.0
     history_size: int = 1
 
-    def init_state(self, sample: jax.Array) -> SamplerState:
+    def init_state(self, sample: jax.Array, first_step: int = 0) -> SamplerState:
+        """The state before step `first_step` of the schedule (> 0 when a run skips the first steps)."""
         zeros = jnp.zeros_like(sample)
         return SamplerState(
-            jnp.zeros((), jnp.int32), jnp.zeros((self.history_size, *sample.shape), sample.dtype), zeros
+            jnp.asarray(first_step, jnp.int32), jnp.zeros((self.history_size, *sample.shape), sample.dtype), zeros
         )
 
     def scale_model_input(self, state: SamplerState, sample: jax.Array) -> jax.Array:
