@@ -26,3 +26,20 @@ def test_removed_is_counted_over_the_results_present_and_over_the_bare_records(t
     present = np.arange(30) != 7
     assert np.isclose(shares["removed"], 100 * (~painted[present]).mean())
     assert np.isclose(shares["removed_bare"], 100 * (~painted[present & bare]).mean())
+
+
+def test_the_table_splits_the_fill_by_what_lies_under_the_target():
+    """`by_cover`: PSNR inside the mask and the share beating Telea over the bare records and over the others,
+    results missing from either left out; the third table prints them for each row."""
+    from clipaway_jax.mini.evaluate import by_cover, tables
+
+    bare = np.array([True, False, True, False, True])
+    telea = {f"{i:08d}": 20.0 for i in range(5)}
+    fill = {"00000000": 22.0, "00000001": 10.0, "00000002": 18.0, "00000004": 26.0}  # #3 missing
+    found = by_cover(fill, telea, bare)
+    assert np.isclose(found["psnr_mask_bare"], 22.0) and np.isclose(found["psnr_mask_covering"], 10.0)
+    assert np.isclose(found["beats_telea_bare"], 100 * 2 / 3) and found["beats_telea_covering"] == 0.0
+    row = {"clipaway_table": {}, "dcgd_table": {"0.01-0.1": {"PSNR": 1.0, "SSIM": 1.0, "MAE": 0.0}}, **found}
+    text = tables({"CLIPAway": row}, 5, "validation", bare)
+    assert "| method | bare (3 scenes) | covering (2 scenes) |" in text
+    assert "| CLIPAway | 22.00 / 66.67 | 10.00 / 0.00 |" in text

@@ -15,7 +15,8 @@ layouts, beside what a person would use instead and with the ground truth as the
             with no object under the target, where the ground truth is bare background and the measure
             reads it as removed: its calibrated ceiling); against the ground truth: PSNR /
             SSIM / MAE inside the mask, whole-image PSNR, the share of scenes filled better than OpenCV
-            Telea (PSNR inside the mask), and DCGD's whole-image figures by mask-area bucket
+            Telea (PSNR inside the mask), DCGD's whole-image figures by mask-area bucket, and the fill split
+            by what lies under the target (bare background, or part of the objects it hid: `by_cover`)
 
 Each method's results and eval outputs land in OUT/<method>/ (rerunning skips finished results).
 """
@@ -172,7 +173,19 @@ def beats(per_image: dict[str, float], reference: dict[str, float]) -> float:
     return 100.0 * float(np.mean([per_image[n] > reference[n] for n in names])) if names else float("nan")
 
 
-def tables(results: dict[str, dict], count: int, split: str = "test") -> str:
+def by_cover(per_image: dict[str, float], telea: dict[str, float], bare: np.ndarray) -> dict[str, float]:
+    """PSNR inside the mask and the share beating Telea, on the scenes with nothing under the target (bare) and
+    on the others (covering: the ground truth shows there part of the objects the target hid)."""
+    found = {}
+    for group, chosen in (("bare", bare), ("covering", ~bare)):
+        names = [f"{i:08d}" for i in np.flatnonzero(chosen)]
+        values = [per_image[n] for n in names if n in per_image]
+        found[f"psnr_mask_{group}"] = float(np.mean(values)) if values else float("nan")
+        found[f"beats_telea_{group}"] = beats({n: per_image[n] for n in names if n in per_image}, telea)
+    return found
+
+
+def tables(results: dict[str, dict], count: int, split: str = "test", bare: np.ndarray | None = None) -> str:
     head = ["method", *CLIPAWAY_COLUMNS, *(c for c, _ in MASK_COLUMNS)]
     lines = [f"CLIPAway layout ({count} {split} scenes; mini AlphaCLIP space; removed: the masked region's top-1 "
              "class is a background; removed (bare): the same on the scenes with no object under the target, "
@@ -188,6 +201,15 @@ def tables(results: dict[str, dict], count: int, split: str = "test") -> str:
     for name, m in results.items():
         cells = [" / ".join(fmt(row[k]) for k in ("PSNR", "SSIM", "MAE")) for row in m["dcgd_table"].values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if bare is not None:
+        lines += ["", "By what lies under the target (PSNR inside the mask / % of scenes beating OpenCV Telea; bare: "
+                  "nothing, the ground truth is background there; covering: part of the objects the target hid, "
+                  "which the ground truth shows)", "",
+                  f"| method | bare ({int(bare.sum())} scenes) | covering ({int((~bare).sum())} scenes) |",
+                  "|---|---|---|"]  # fmt: skip
+        for name, m in results.items():
+            cells = [f"{fmt(m[f'psnr_mask_{g}'])} / {fmt(m[f'beats_telea_{g}'])}" for g in ("bare", "covering")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -224,8 +246,9 @@ def main(argv=None) -> int:
     telea = results["OpenCV Telea"]["per_image_psnr_mask"]
     for m in results.values():
         m["beats_telea"] = beats(m["per_image_psnr_mask"], telea)
+        m |= by_cover(m["per_image_psnr_mask"], telea, bare)
     results = {name: results[name] for name in args.methods}
-    text = tables(results, count, args.split)
+    text = tables(results, count, args.split, bare)
     (args.out / "table.md").write_text(text)
     (args.out / "table.json").write_text(json.dumps(results, indent=2, default=float))
     print(text)
