@@ -363,6 +363,36 @@ def test_placed_masks_land_in_one_piece_instead_of_wrapping():
     np.testing.assert_array_equal(training_mask(example(scenes[0], 0), np.random.default_rng(5), 64, recipe), expected)
 
 
+def test_overlap_masks_hide_part_of_an_object_as_a_removals_target_does():
+    """`overlap`: that share of the moved silhouettes lands in one piece over 10-50% of one of the scene's
+    objects (the hidden part the fill must continue); the other kinds of mask keep their draws."""
+    from clipaway_jax.mini.batches import MaskRecipe, decode, grown, over_object, training_mask
+    from clipaway_jax.mini.dataset import example
+    from clipaway_jax.mini.scenes import render
+
+    scenes = [example(render(0, i, 64), i) for i in range(16)]
+    hits = 0
+    for i, ex in enumerate(scenes):
+        mask, objects = decode(ex["mask"], "L") >= 128, decode(ex["objects"], "L")
+        placed = over_object(mask, objects, np.random.default_rng([2, i]))
+        shares = [(placed * (objects == k)).sum() / (objects == k).sum() for k in np.unique(objects[objects > 0])]
+        hits += any(0.1 <= s <= 0.5 for s in shares)
+        assert 0.3 * mask.sum() <= placed.sum() <= grown(mask, 2).sum()  # the silhouette, in one piece
+        np.testing.assert_array_equal(placed, over_object(mask, objects, np.random.default_rng([2, i])))
+    assert hits >= 12  # a too small or too large object falls back to the nearest try
+    bare = over_object(decode(scenes[0]["mask"], "L") >= 128, np.zeros((64, 64), np.uint8), np.random.default_rng(0))
+    assert bare.any()
+    strokes, still = MaskRecipe(object=0.0), MaskRecipe(object=0.0, overlap=1.0)  # no moved silhouettes to place
+    for i, ex in enumerate(scenes):
+        np.testing.assert_array_equal(training_mask(ex, np.random.default_rng(i), 64, strokes),
+                                      training_mask(ex, np.random.default_rng(i), 64, still))  # fmt: skip
+    rng = np.random.default_rng(3)
+    rng.random(), rng.random(), rng.random()  # not the object's mask, the moved one, over an object
+    expected = over_object(decode(scenes[1]["mask"], "L") >= 128, decode(scenes[1]["objects"], "L"), rng)
+    recipe = MaskRecipe(object=0.0, elsewhere=1.0, overlap=1.0)
+    np.testing.assert_array_equal(training_mask(scenes[1], np.random.default_rng(3), 64, recipe), expected)
+
+
 def test_object_aware_masks_hide_no_object_and_keep_the_draws_otherwise():
     """`spare_objects`: the drawn mask leaves out each object it would hide more than that share of (with a 1 px
     ring); whole masks stay whole, empty scenes keep the drawn mask, a mask over bare texture is unchanged, and

@@ -72,7 +72,7 @@ def base_config() -> ConfigDict:
     c.timestep_bias = ConfigDict({"strategy": "none", "multiplier": 1.0, "portion": 0.25, "begin": 0, "end": 1000})
     # inpaint, t2i and unet with captions (mini_scenes data): clipaway_jax/mini/batches.py InpaintRecipe
     c.inpaint_masks = ConfigDict({"whole": 0.0, "object": 0.5, "elsewhere": 0.0, "random_area": (0.02, 0.4),
-                                 "wrap": True, "spare_objects": 0.0})
+                                 "wrap": True, "spare_objects": 0.0, "overlap": 0.0})
     c.caption_p = 0.3  # share of examples conditioned on the scene caption (else "")
     c.keep_image_p = 0.85  # share keeping the image embedding (else zeros, for classifier-free guidance)
     c.empty_p = 0.0  # share of examples replaced by an empty scene (a fresh texture of its background kind)
@@ -84,7 +84,7 @@ def inpaint_recipe(c: ConfigDict):
     from clipaway_jax.mini.batches import InpaintRecipe, MaskRecipe
 
     m = c.inpaint_masks
-    masks = MaskRecipe(m.whole, m.object, m.elsewhere, tuple(m.random_area), m.wrap, m.spare_objects)
+    masks = MaskRecipe(m.whole, m.object, m.elsewhere, tuple(m.random_area), m.wrap, m.spare_objects, m.overlap)
     return InpaintRecipe(masks, c.caption_p, c.keep_image_p, c.empty_p)
 
 
