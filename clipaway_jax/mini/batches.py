@@ -239,16 +239,7 @@ def moved_off(mask: np.ndarray, rng: np.random.Generator, tries: int = 20, wrap:
     a third of its box past the border (`_placed`). Falls back to the least overlapping of the tries (a
     large object leaves no room)."""
     shape = _silhouette(mask, rng)
-    place = _rolled if wrap else _placed
-    best, best_overlap = shape, np.inf
-    for _ in range(tries):
-        moved = place(shape, rng)
-        overlap = float((moved * mask).sum()) / max(float(mask.sum()), 1.0)
-        if overlap <= 0.1:
-            return np.ascontiguousarray(moved)
-        if overlap < best_overlap:
-            best, best_overlap = moved, overlap
-    return np.ascontiguousarray(best)
+    return _covering(shape, mask, (0.0, 0.1), rng, _rolled if wrap else _placed, tries)
 
 
 def over_object(mask: np.ndarray, objects: np.ndarray, rng: np.random.Generator, share=(0.1, 0.5), tries: int = 20,
@@ -261,11 +252,16 @@ def over_object(mask: np.ndarray, objects: np.ndarray, rng: np.random.Generator,
     ids = np.unique(objects[objects > 0])
     if not len(ids):
         return np.ascontiguousarray(_placed(shape, rng))
-    region = objects == ids[rng.integers(len(ids))]
+    return _covering(shape, objects == ids[rng.integers(len(ids))], share, rng, _placed, tries)
+
+
+def _covering(shape: np.ndarray, region: np.ndarray, share, rng: np.random.Generator, place, tries: int) -> np.ndarray:
+    """`place(shape, rng)` drawn until it covers a share of `region` inside [share[0], share[1]]; else the try
+    nearest that range (the first of equals)."""
     best, best_miss = shape, np.inf
     for _ in range(tries):
-        placed = _placed(shape, rng)
-        covered = float((placed * region).sum()) / float(region.sum())
+        placed = place(shape, rng)
+        covered = float((placed * region).sum()) / max(float(region.sum()), 1.0)
         miss = max(share[0] - covered, covered - share[1], 0.0)
         if miss == 0.0:
             return np.ascontiguousarray(placed)

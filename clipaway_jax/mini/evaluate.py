@@ -178,10 +178,9 @@ def by_cover(per_image: dict[str, float], telea: dict[str, float], bare: np.ndar
     on the others (covering: the ground truth shows there part of the objects the target hid)."""
     found = {}
     for group, chosen in (("bare", bare), ("covering", ~bare)):
-        names = [f"{i:08d}" for i in np.flatnonzero(chosen)]
-        values = [per_image[n] for n in names if n in per_image]
-        found[f"psnr_mask_{group}"] = float(np.mean(values)) if values else float("nan")
-        found[f"beats_telea_{group}"] = beats({n: per_image[n] for n in names if n in per_image}, telea)
+        present = {n: per_image[n] for n in (f"{i:08d}" for i in np.flatnonzero(chosen)) if n in per_image}
+        found[f"psnr_mask_{group}"] = float(np.mean(list(present.values()))) if present else float("nan")
+        found[f"beats_telea_{group}"] = beats(present, telea)
     return found
 
 

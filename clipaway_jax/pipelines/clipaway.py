@@ -34,7 +34,7 @@ from clipaway_jax.models import focused_embeddings, projection_block
 from clipaway_jax.models.dcgd import KINDS, unet_kind
 from clipaway_jax.pipelines.images import binarize, dilate, feather, seamless, smooth_fill
 from clipaway_jax.schedulers import make_sampler
-from clipaway_jax.schedulers.base import at
+from clipaway_jax.schedulers.base import add_noise, at
 
 DEFAULT_NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality"  # IP-Adapter's default
 INFERENCE_NETWORKS = ("unet", "vae", "text_encoder", "alpha_clip", "mlp", "image_proj")
@@ -205,8 +205,7 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
             state, x = carry
             model_in = sampler.scale_model_input(state, jnp.repeat(x, 2, axis=0))
             state, x = sampler.step(state, guided_eps(model_in, timesteps[i]), x)
-            a = at(levels, i, x)
-            noised = jnp.sqrt(a) * source + jnp.sqrt(1 - a) * blending_noise(keys, i, x.shape[1:])
+            noised = add_noise(at(levels, i, x), source, blending_noise(keys, i, x.shape[1:]))
             return (state, constrain(x * mask + noised * (1 - mask))), None
 
         first = options.first_step
@@ -218,8 +217,7 @@ def removal_program(nets: Networks, sampler, options: RemovalOptions, batch_shar
         to timestep `first`'s level with the sampler's own starting noise."""
         fill_keys = jax.vmap(lambda k: jax.random.fold_in(k, FILL_STREAM))(keys)
         z = encode(params, smooth_fill(images * 2 - 1, masks), fill_keys)
-        a = at(sampler.alpha, first, z)
-        return constrain(jnp.sqrt(a) * z + jnp.sqrt(1 - a) * noise)
+        return constrain(add_noise(at(sampler.alpha, first, z), z, noise))
 
     def run(params, images, masks, text_ids, keys, guidance_scale, ip_scale, diagnostic=(0, False), latents=None):
         # images [B, H, W, 3] in [0, 1]; masks [B, H, W]; text_ids [B, 2, 77] (negative, positive)

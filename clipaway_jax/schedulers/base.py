@@ -114,6 +114,12 @@ def at(values: np.ndarray, i: jax.Array, like: jax.Array) -> jax.Array:
     return jnp.asarray(values, dtype)[i]
 
 
+def add_noise(alpha_bar: jax.Array, x0: jax.Array, noise: jax.Array) -> jax.Array:
+    """The forward process at cumulative alpha `alpha_bar`: sqrt(a) x0 + sqrt(1 - a) noise (diffusers'
+    `add_noise`)."""
+    return jnp.sqrt(alpha_bar) * x0 + jnp.sqrt(1 - alpha_bar) * noise
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Sampler:
     """Common surface: `timesteps` (what the model sees, [S]), `init_noise_sigma`, and pure

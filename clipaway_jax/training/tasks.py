@@ -18,7 +18,7 @@ from clipaway_jax.atomic import write_atomic
 from clipaway_jax.models.dcgd import unet_kind
 from clipaway_jax.models.vae import DiagonalGaussian
 from clipaway_jax.preprocess import alpha_clip_inputs
-from clipaway_jax.schedulers.base import SchedulerConfig, alphas_cumprod
+from clipaway_jax.schedulers.base import SchedulerConfig, add_noise, alphas_cumprod
 from clipaway_jax.training.data import decode_image, random_mask
 from clipaway_jax.training.pretrain import image_embeds
 
@@ -180,7 +180,7 @@ def unet_loss(unet, vae, text_encoder, scheduler_config: dict, name: str = "unet
             t = jax.random.choice(k_t, cfg.num_train_timesteps, (b,), p=jnp.asarray(weights, jnp.float32))
         noise = jax.random.normal(k_noise, latents.shape)
         a = alphas[t][:, None, None, None]
-        noisy = jnp.sqrt(a) * latents + jnp.sqrt(1 - a) * noise
+        noisy = add_noise(a, latents, noise)
         target = noise if cfg.prediction_type == "epsilon" else jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * latents
         context = jax.lax.stop_gradient(text_encoder.apply(frozen["text_encoder"], batch["text_ids"]).last_hidden_state)
         tokens = None
