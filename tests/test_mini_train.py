@@ -637,6 +637,37 @@ def test_the_recipe_trains_again_a_stage_whose_config_changed_and_resumes_one_st
     assert ran == [False, True]  # continued
 
 
+def test_a_continuing_stage_that_trains_again_starts_from_the_stage_it_continues(tmp_path, monkeypatch, capsys):
+    """alpha-clip-classes continues alpha_clip: its record is the network's latest, alpha-clip's stays under
+    `continues` (done); when the class stage's config changed, the checkpoint's alpha_clip is already its own
+    output, so alpha-clip runs again first (its finished workdir of the same settings is resumed, not cleared)."""
+    from clipaway_jax.mini import recipe
+    from clipaway_jax.mini.dataset import VERSION
+
+    out = tmp_path / "out"
+    (out / "data" / "mini_scenes" / VERSION).mkdir(parents=True)
+    stages = ("alpha-clip", "alpha-clip-classes")
+    settings = {s: recipe.stage_settings(CONFIGS / recipe.STAGES[s][1], 0, 1.0) for s in stages}
+    first, classes = settings["alpha-clip"], settings["alpha-clip-classes"]
+    entries = {"alpha_clip": {"trained": True, "training": classes, "continues": [first]},
+               "text_encoder": {"trained": True, "training": {**first, "config_file": "/r/other.py"}}}
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "manifest.json").write_text(json.dumps({"networks": entries}))
+    assert recipe.record(out / "checkpoint", "alpha-clip") == first  # found under `continues`
+    ran = []
+    monkeypatch.setattr(recipe, "run", lambda argv: ran.append((Path(argv[argv.index("--config") + 1]).name,
+                                                                Path(argv[argv.index("--workdir") + 1]).exists())))
+    recipe.train_all(out, stages=stages)
+    assert ran == []  # both done
+    (out / "runs" / "alpha-clip").mkdir(parents=True)  # its finished run
+    (out / "runs" / "alpha-clip" / "config.json").write_text(json.dumps(first))
+    entries["alpha_clip"]["training"] = {**classes, "steps": classes["steps"] // 2}
+    (out / "checkpoint" / "manifest.json").write_text(json.dumps({"networks": entries}))
+    recipe.train_all(out, stages=stages)
+    assert ran == [("mini_alpha_clip.py", True), ("mini_alpha_clip_classes.py", False)]
+    assert "[alpha-clip] trained as set, again: alpha-clip-classes continues" in capsys.readouterr().out
+
+
 def test_the_recipe_names_its_config_files_as_the_working_directory_sees_them(tmp_path, monkeypatch):
     """The manifest records `--config` as given: from the repository (`make mini`) train/configs/..., not the
     clone's absolute path; from elsewhere, the absolute path (still a file that exists)."""

@@ -14,7 +14,9 @@ continues alpha-clip's vision tower); a finished stage is skipped (`record`: its
 records the settings it ran with), unless its config file, the seed or the steps have changed since, and
 an interrupted stage resumes from its workdir if that was started with the same settings, so running the
 recipe again continues where it stopped. Every stage after one that ran is trained again from nothing (it
-may read the networks that changed: the MLP reads AlphaCLIP).
+may read the networks that changed: the MLP reads AlphaCLIP). A stage that continues networks and must
+train again needs them as the stage before left them: where the checkpoint holds its own output instead,
+that stage runs again first (`CONTINUES`; its finished run, if kept, exports again without a step).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ STAGES = {
     "unet": (["unet_dcgd12"], "mini_dcgd12.py"),
     "t2i": (["unet_t2i"], "mini_t2i.py"),
 }
+# a stage that continues the networks of an earlier one: to run again it needs that stage's output, which the
+# checkpoint no longer holds, so the stage it continues runs again first
+CONTINUES = {"alpha-clip-classes": "alpha-clip"}
 # the world's one CLIP space serves the describer and the metrics
 ALIASES = {"clip_text": "text_encoder", "eval_clip_text": "text_encoder", "eval_clip_vision": "alpha_clip",
            "cmmd_clip_vision": "alpha_clip"}  # fmt: skip
@@ -67,13 +72,19 @@ def networks(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "manifest.json").read_text())["networks"]
 
 
+def history(entry: dict) -> list[dict]:
+    """A network's training records, the latest first (a stage that continues it keeps the earlier ones under
+    `continues`)."""
+    return [entry["training"], *entry.get("continues", [])] if "training" in entry else []
+
+
 def record(checkpoint: Path, stage: str) -> dict | None:
-    """The training record of `stage`'s run: its networks are trained and one of them was last trained by its
-    config file (a stage that continues networks finds them trained by the stage before it); else None."""
+    """The training record of `stage`'s run: its networks are trained and one of them was trained by its
+    config file, last or before a stage that continued it (a stage that continues networks finds them
+    trained by the stage before it); else None."""
     adds, name = STAGES[stage]
     entries = [networks(checkpoint).get(n, {}) for n in adds]
-    last = lambda entry: Path(entry.get("training", {}).get("config_file", "")).name
-    ours = [e["training"] for e in entries if last(e) == name]
+    ours = [r for e in entries for r in history(e) if Path(r.get("config_file", "")).name == name]
     return ours[0] if ours and all(e.get("trained") for e in entries) else None
 
 
@@ -90,6 +101,27 @@ def resumable(workdir: Path, settings: dict) -> bool:
     """Whether `workdir` holds a run started with these settings (an interrupted stage continues it)."""
     path = workdir / "config.json"
     return path.is_file() and not changes(json.loads(path.read_text()), settings)
+
+
+def first_to_run(checkpoint: Path, stages, settings: dict) -> int:
+    """The index of the first stage to train: one not trained, or trained with other settings; or, where that
+    one continues networks (CONTINUES) that the checkpoint no longer holds as the earlier stage left them,
+    that earlier stage. It and every stage after it train (a stage may read the networks of those before it:
+    the MLP reads AlphaCLIP); len(stages) if none."""
+    for index, stage in enumerate(stages):
+        recorded = record(checkpoint, stage)
+        if recorded is None or changes(recorded, settings[stage]):
+            continued = CONTINUES.get(stage)
+            if continued in stages[:index] and not left_by(checkpoint, STAGES[stage][0], continued):
+                return stages.index(continued)
+            return index
+    return len(stages)
+
+
+def left_by(checkpoint: Path, names, stage: str) -> bool:
+    """Whether `stage` trained each of these networks last."""
+    last = [history(networks(checkpoint).get(n, {}))[:1] for n in names]
+    return all(r and Path(r[0].get("config_file", "")).name == STAGES[stage][1] for r in last)
 
 
 def as_given(path: Path) -> str:
@@ -111,27 +143,29 @@ def train_all(out: Path, seed: int = 0, steps_scale: float = 1.0, stages=tuple(S
         run(["data", "scenes", "--out", str(data), "--seed", str(seed)])
     if not (checkpoint / "manifest.json").is_file():
         write_skeleton(checkpoint)
-    upstream_ran = False  # a stage after one that ran reads its new networks: it runs again, from nothing
-    for stage in stages:
+    settings = {stage: stage_settings(configs / STAGES[stage][1], seed, steps_scale) for stage in stages}
+    first = first_to_run(checkpoint, stages, settings)
+    for index, stage in enumerate(stages):
         adds, name = STAGES[stage]
-        workdir = out / "runs" / stage
-        settings = stage_settings(configs / name, seed, steps_scale)
-        recorded = None if upstream_ran else record(checkpoint, stage)
-        changed = None if recorded is None else changes(recorded, settings)
-        if changed == []:
+        if index < first:
             print(f"[{stage}] done already: {', '.join(adds)}")
             continue
+        recorded = None if index > first else record(checkpoint, stage)
+        changed = None if recorded is None else changes(recorded, settings[stage])
         if changed:  # trained, by a config file edited since (or another seed or scale)
             print(f"[{stage}] trained with other settings ({'; '.join(changed)}): again")
+        elif changed == []:  # its finished run, if kept, exports its networks again without a step
+            again = next(s for s in stages if CONTINUES.get(s) == stage)
+            print(f"[{stage}] trained as set, again: {again} continues its networks and trains again")
+        workdir = out / "runs" / stage
         # a finished or stopped run of other settings, or on the networks before: not continued
-        if workdir.exists() and (upstream_ran or not resumable(workdir, settings)):
+        if workdir.exists() and (index > first or not resumable(workdir, settings[stage])):
             print(f"[{stage}] {workdir} holds a run of other settings or networks: cleared, trains from nothing")
             shutil.rmtree(workdir)
-        upstream_ran = True
         start = time.perf_counter()
         run(["train", "--config", as_given(configs / name), "--workdir", str(workdir), "--export",
              str(checkpoint), f"--config.checkpoint={checkpoint}", f"--config.data_dir={data}",
-             f"--config.seed={seed}", f"--config.steps={settings['steps']}"])  # fmt: skip
+             f"--config.seed={seed}", f"--config.steps={settings[stage]['steps']}"])  # fmt: skip
         print(f"[{stage}] {time.perf_counter() - start:.0f} s", flush=True)
     return checkpoint
 
