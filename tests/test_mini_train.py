@@ -557,6 +557,54 @@ def test_vision_only_continues_the_vision_tower_against_its_frozen_text_and_the_
         TASKS["alpha-clip"](config, tmp_path, train_config(config))
 
 
+def test_decoder_only_trains_the_vaes_decoder_and_keeps_its_latent_space(world, tmp_path):
+    """`decoder_only`: the trained VAE continues with its encoder frozen (every UNet reads its latents), the
+    whole VAE is exported, and the manifest keeps the record of the stage it continues."""
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.commands.train import DECODER_MODULES, TASKS, train_config
+
+    root, frozen = world
+    out = tmp_path / "exported"
+    extra = ["--config.decoder_only=True", "--config.latent_noise=0.2", "--config.steps=3", "--export", str(out)]
+    assert cli_main(_args("vae", frozen, root, tmp_path / "run", *PLAIN_OPTIMIZER, *extra)) == 0
+    before, after = load_checkpoint(frozen), load_checkpoint(out)
+    for module in before.params["vae"]:
+        pairs = zip(*(jax.tree_util.tree_leaves(c.params["vae"][module]) for c in (before, after)), strict=True)
+        assert all(np.array_equal(a, b) for a, b in pairs) == (module not in DECODER_MODULES), module
+    entry, old = after.manifest["networks"]["vae"], before.manifest["networks"]["vae"]
+    assert entry["config"] == old["config"] and entry["training"]["decoder_only"]  # scaling_factor kept
+    config = _config("vae", out, root, "--config.decoder_only=True")
+    again = TASKS["vae"](config, tmp_path / "again", train_config(config))
+    assert again.entries["vae"]["continues"] == [entry["training"]]  # a second continuation keeps the first
+    assert sorted(again.params["vae"]) == sorted(DECODER_MODULES)
+    untrained = _config("vae", root / "skeleton", root, "--config.decoder_only=True")
+    with pytest.raises(ValueError, match="decoder_only continues a trained 'vae'"):
+        TASKS["vae"](untrained, tmp_path, train_config(untrained))
+    fresh = _config("vae", frozen, root, "--config.latent_noise=0.1")
+    with pytest.raises(ValueError, match="latent_noise needs decoder_only"):
+        TASKS["vae"](fresh, tmp_path, train_config(fresh))
+
+
+def test_latent_noise_perturbs_the_decoded_latents_only_when_asked(world):
+    import jax.numpy as jnp
+
+    from clipaway_jax.checkpoint import load_checkpoint
+    from clipaway_jax.training.pretrain import vae_loss
+
+    root, frozen = world
+    ckpt = load_checkpoint(frozen, networks=["vae"])
+    vae, params = ckpt.module("vae"), {"vae": ckpt.params["vae"]}
+    batch = {"images": np.random.default_rng(0).random((2, SIZE, SIZE, 3), np.float32)}
+    key = jax.random.key(0)
+    plain, noisy = (float(vae_loss(vae, latent_noise=n)(params, None, batch, key)) for n in (0.0, 0.5))
+    posterior = vae.apply({"params": params["vae"]}, batch["images"] * 2 - 1, method="encode")
+    x = batch["images"] * 2 - 1
+    error = x - vae.apply({"params": params["vae"]}, posterior.sample(key), method="decode")
+    kl = 0.5 * jnp.sum(posterior.mean**2 + jnp.exp(posterior.logvar) - 1 - posterior.logvar) / x.size
+    assert plain == pytest.approx(float(jnp.mean(jnp.abs(error)) + 1e-6 * kl), rel=1e-6)  # the key as before
+    assert noisy != plain
+
+
 def test_the_recipe_skips_a_stage_that_ran_and_runs_one_that_continues_a_trained_network(tmp_path):
     """alpha-clip-classes continues the alpha_clip that alpha-clip trained: trained alone does not make it done."""
     from clipaway_jax.mini.recipe import record

@@ -129,6 +129,10 @@ class Task:
     load: Any
     size: int
     finish: Any = None
+    exported: Any = None  # params -> {name: whole network}, where the task trains only some of its modules
+
+
+DECODER_MODULES = ("decoder", "post_quant_conv")  # a VAE's modules that only decoding uses
 
 
 def main(args) -> int:
@@ -377,13 +381,43 @@ def _vae_task(config, workdir, cfg):
     from clipaway_jax.mini.batches import image_loader
     from clipaway_jax.training.pretrain import vae_loss
 
-    entries, params = _new_networks(config, cfg, ["vae"])
-    module = _module(entries["vae"], config)
     source = data_source(config, workdir)
     load = image_loader(source)
+    if config.decoder_only:
+        return _vae_decoder_task(config, source, load)
+    if config.latent_noise:  # a VAE from nothing has no latent scale yet, and its encoder would outgrow the noise
+        raise ValueError(f"{config.task}: latent_noise needs decoder_only (the trained VAE's decoder, its encoder "
+                         "frozen)")  # fmt: skip
+    entries, params = _new_networks(config, cfg, ["vae"])
+    module = _module(entries["vae"], config)
     finish = lambda p: {"vae": {"config": {**entries["vae"]["config"], "scaling_factor": _latent_scale(module, p,
                         load, len(source))}}}  # fmt: skip
     return Task(entries, params, vae_loss(module, l2_weight=config.vae_l2_weight), None, load, len(source), finish)
+
+
+def _vae_decoder_task(config, source, load):
+    """The checkpoint's trained VAE continued with its encoder frozen: the latent space, its scaling_factor
+    and so every UNet trained on it stay as they are, while the decoder trains on (`latent_noise`) the
+    slightly-off latents a sampler ends on."""
+    import jax
+    import numpy as np
+
+    from clipaway_jax.checkpoint import load_checkpoint, read_manifest
+    from clipaway_jax.training.pretrain import vae_loss
+
+    entry = read_manifest(Path(config.checkpoint))["networks"].get("vae", {})
+    if not entry.get("trained"):
+        raise ValueError(f"{config.checkpoint}: decoder_only continues a trained 'vae', and the manifest has "
+                         "none (train the vae stage first)")  # fmt: skip
+    ckpt = load_checkpoint(Path(config.checkpoint), networks=["vae"])
+    weights = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), ckpt.params["vae"])
+    decoder = {k: v for k, v in weights.items() if k in DECODER_MODULES}
+    encoder = {k: v for k, v in weights.items() if k not in DECODER_MODULES}
+    kept = {k: v for k, v in entry.items() if k not in ("trained", "training", "dtype", "params_of")}
+    kept["continues"] = [entry["training"], *entry.get("continues", [])] if "training" in entry else []
+    loss = vae_loss(_module(entry, config), l2_weight=config.vae_l2_weight, latent_noise=config.latent_noise)
+    whole = lambda p: {"vae": {**encoder, **p["vae"]}}
+    return Task({"vae": kept}, {"vae": decoder}, loss, {"vae": {"params": encoder}}, load, len(source), exported=whole)
 
 
 def _latent_scale(vae, params, load, size, count=512):
@@ -572,6 +606,7 @@ def _train(args, config, cfg, mesh, rules, task: Task, record: dict):
             entries[name] |= update
         for entry in entries.values():  # every exported network says how it was trained
             entry["training"] = record
+        params = task.exported(params) if task.exported else params
         export(Path(config.checkpoint), args.export, {name: params[name] for name in entries}, entries)
 
 
@@ -585,9 +620,8 @@ def abstract_tree(task: Task) -> dict:
     tree = {}
     for name, value in task.params.items():
         if name in task.entries:
-            tree[name] = entry_abstract_params(task.entries[name])["params"]
-            if "overlay" in task.entries[name]:  # only the modules it stores itself train
-                tree[name] = {k: tree[name][k] for k in task.entries[name]["overlay"]}
+            whole = entry_abstract_params(task.entries[name])["params"]
+            tree[name] = {k: whole[k] for k in value}  # the modules that train (an overlay's, a decoder's)
         else:
             tree[name] = jax.ShapeDtypeStruct(np.shape(value), np.asarray(value).dtype)
     return {"params": tree}

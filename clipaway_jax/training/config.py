@@ -58,6 +58,8 @@ def base_config() -> ConfigDict:
 
     # the VAE task
     c.vae_l2_weight = 0.0  # weight of the squared error beside LDM's L1 (PSNR measures the squared error)
+    c.decoder_only = False  # vae: continue the checkpoint's trained VAE with its encoder (the latent space) frozen
+    c.latent_noise = 0.0  # decoder_only: std of Gaussian noise on the decoded latents, in the UNet's latent units
 
     # the UNet tasks
     c.unet_variant = "inpaint"  # or dcgd12 (unet task)

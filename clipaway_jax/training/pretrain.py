@@ -79,15 +79,26 @@ def _cross_entropy(logits, targets):
     return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits, -1), -1))
 
 
-def vae_loss(vae, kl_weight: float = 1e-6, l2_weight: float = 0.0):
+def vae_loss(vae, kl_weight: float = 1e-6, l2_weight: float = 0.0, latent_noise: float = 0.0):
     """LDM's KL-autoencoder objective without the perceptual and GAN terms: L1 reconstruction of a
     posterior sample plus kl_weight x KL (both summed over elements and divided by the pixel count,
-    so kl_weight means what LDM's 1e-6 means); `l2_weight` adds the squared error (what PSNR measures)."""
+    so kl_weight means what LDM's 1e-6 means); `l2_weight` adds the squared error (what PSNR measures).
+    The VAE's params are `params["vae"]`, or, where only the decoder trains, those merged over the frozen
+    ones (`frozen["vae"]`). `latent_noise` > 0 adds Gaussian noise of that std, in the diffusion model's
+    latent units (scaled by the VAE's scaling_factor), to the decoded sample: the decoder learns to decode
+    the slightly-off latents a sampler ends on, not only the encoder's own."""
+    noise_std = latent_noise / vae.config.scaling_factor if latent_noise else 0.0
 
     def loss(params, frozen, batch, rng):
         x = batch["images"] * 2 - 1
-        posterior = vae.apply({"params": params["vae"]}, x, method="encode")
-        reconstruction = vae.apply({"params": params["vae"]}, posterior.sample(rng), method="decode")
+        weights = params["vae"] if frozen is None else {**frozen["vae"]["params"], **params["vae"]}
+        posterior = vae.apply({"params": weights}, x, method="encode")
+        if noise_std:
+            rng, key = jax.random.split(rng)
+            latents = posterior.sample(rng) + noise_std * jax.random.normal(key, posterior.mean.shape)
+        else:  # (the key as the recipe's VAE stage has always drawn it)
+            latents = posterior.sample(rng)
+        reconstruction = vae.apply({"params": weights}, latents, method="decode")
         error = x - reconstruction.astype(jnp.float32)
         kl = 0.5 * jnp.sum(posterior.mean**2 + jnp.exp(posterior.logvar) - 1 - posterior.logvar) / x.size
         return jnp.mean(jnp.abs(error)) + l2_weight * jnp.mean(error**2) + kl_weight * kl
