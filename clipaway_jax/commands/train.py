@@ -351,8 +351,15 @@ def _trained_vision(config, vision_name, text_name):
                          f"logit_scale; the manifest's entry has {sorted(entry)}")  # fmt: skip
     as_float32 = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
     params = {vision_name: as_float32(ckpt.params[vision_name]), "logit_scale": np.float32(entry["logit_scale"])}
+    return {vision_name: _continued(entry)}, params, {text_name: {"params": as_float32(ckpt.params[text_name])}}
+
+
+def _continued(entry: dict) -> dict:
+    """The manifest entry of a trained network that a task continues: its architecture and what was measured,
+    less the marks of its last run, whose training record goes under `continues` with those before it (where
+    the recipe finds the record of the stage it continues: `clipaway_jax.mini.recipe.record`)."""
     kept = {k: v for k, v in entry.items() if k not in ("trained", "training", "dtype", "params_of")}
-    return {vision_name: kept}, params, {text_name: {"params": as_float32(ckpt.params[text_name])}}
+    return kept | {"continues": [entry["training"], *entry.get("continues", [])]} if "training" in entry else kept
 
 
 def _text_module(config, text_name):
@@ -413,11 +420,10 @@ def _vae_decoder_task(config, source, load):
     weights = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), ckpt.params["vae"])
     decoder = {k: v for k, v in weights.items() if k in DECODER_MODULES}
     encoder = {k: v for k, v in weights.items() if k not in DECODER_MODULES}
-    kept = {k: v for k, v in entry.items() if k not in ("trained", "training", "dtype", "params_of")}
-    kept["continues"] = [entry["training"], *entry.get("continues", [])] if "training" in entry else []
     loss = vae_loss(_module(entry, config), l2_weight=config.vae_l2_weight, latent_noise=config.latent_noise)
     whole = lambda p: {"vae": {**encoder, **p["vae"]}}
-    return Task({"vae": kept}, {"vae": decoder}, loss, {"vae": {"params": encoder}}, load, len(source), exported=whole)
+    frozen = {"vae": {"params": encoder}}
+    return Task({"vae": _continued(entry)}, {"vae": decoder}, loss, frozen, load, len(source), exported=whole)
 
 
 def _latent_scale(vae, params, load, size, count=512):

@@ -78,13 +78,18 @@ def history(entry: dict) -> list[dict]:
     return [entry["training"], *entry.get("continues", [])] if "training" in entry else []
 
 
+def trained_by(training: dict, config_name: str) -> bool:
+    """Whether a training record is a run of this config file (named as `STAGES` names it)."""
+    return Path(training.get("config_file", "")).name == config_name
+
+
 def record(checkpoint: Path, stage: str) -> dict | None:
     """The training record of `stage`'s run: its networks are trained and one of them was trained by its
     config file, last or before a stage that continued it (a stage that continues networks finds them
     trained by the stage before it); else None."""
     adds, name = STAGES[stage]
     entries = [networks(checkpoint).get(n, {}) for n in adds]
-    ours = [r for e in entries for r in history(e) if Path(r.get("config_file", "")).name == name]
+    ours = [r for e in entries for r in history(e) if trained_by(r, name)]
     return ours[0] if ours and all(e.get("trained") for e in entries) else None
 
 
@@ -121,7 +126,7 @@ def first_to_run(checkpoint: Path, stages, settings: dict) -> int:
 def left_by(checkpoint: Path, names, stage: str) -> bool:
     """Whether `stage` trained each of these networks last."""
     last = [history(networks(checkpoint).get(n, {}))[:1] for n in names]
-    return all(r and Path(r[0].get("config_file", "")).name == STAGES[stage][1] for r in last)
+    return all(r and trained_by(r[0], STAGES[stage][1]) for r in last)
 
 
 def as_given(path: Path) -> str:
