@@ -45,10 +45,10 @@ test-slow: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-# The mini model set from nothing (data, eight trainings, the float16 export into clipaway_jax/assets/mini):
-# as committed, timed as one run from nothing on a fresh clone of this 2-core CPU: 109.2 minutes
-# (2026-12-07; about 115-117 at the slowest rates measured, when the recipe before this one's
-# t2i cut and kept pairs took 123.6). Rerunning continues where it stopped. Then its evaluation table.
+# The mini model set from nothing (data, nine trainings, the float16 export into clipaway_jax/assets/mini):
+# on this 2-core CPU about 113 minutes: 109.2 timed as one run from nothing on a fresh clone (2026-12-07)
+# before the VAE decoder stage, which took 4.0 more when timed alone; about 120 at the slowest rates
+# measured. Rerunning continues where it stopped. Then its evaluation table.
 mini: $(BIN)/.installed
 	$(BIN)/python -m clipaway_jax.mini.recipe --out runs/mini --ship clipaway_jax/assets/mini
 

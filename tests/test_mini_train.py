@@ -716,6 +716,21 @@ def test_a_continuing_stage_that_trains_again_starts_from_the_stage_it_continues
     assert "[alpha-clip] trained as set, again: alpha-clip-classes continues" in capsys.readouterr().out
 
 
+def test_the_shipped_set_is_what_the_committed_stage_configs_make():
+    """Every stage's record in the shipped manifest matches its config file as committed (paths aside), so
+    `make mini` on the shipped set trains nothing; the vae stage's record is kept under the vae-decoder's,
+    which continued the same network. A stage config edited without shipping its set again fails here."""
+    from clipaway_jax.mini import recipe
+    from clipaway_jax.mini.shipped import SHIPPED
+
+    stages = tuple(recipe.STAGES)
+    settings = {s: recipe.stage_settings(CONFIGS / recipe.STAGES[s][1], 0, 1.0) for s in stages}
+    assert recipe.first_to_run(SHIPPED, stages, settings) == len(stages)
+    vae = recipe.networks(SHIPPED)["vae"]
+    assert vae["training"] == recipe.record(SHIPPED, "vae-decoder")
+    assert vae["continues"][0] == recipe.record(SHIPPED, "vae")
+
+
 def test_the_recipe_names_its_config_files_as_the_working_directory_sees_them(tmp_path, monkeypatch):
     """The manifest records `--config` as given: from the repository (`make mini`) train/configs/..., not the
     clone's absolute path; from elsewhere, the absolute path (still a file that exists)."""

@@ -1,22 +1,23 @@
 """`make mini` (python -m clipaway_jax.mini.recipe): the whole mini model set from nothing, with our own
 `data` and `train` commands, seeded; on a 2-core CPU, timed from nothing as committed: 109.2 minutes
 (2026-12-07; about 115-117 at the slowest rates measured, bench/RESULTS.md "The recipe's time,
-shorter").
+shorter") before the vae-decoder stage, which took 4.0 minutes more when timed alone (about 113 in all).
 
     data scenes -> skeleton -> train alpha-clip -> train alpha-clip-classes -> train image-encoder
-                -> train vae -> train inpaint -> train mlp -> train unet (dcgd12)
+                -> train vae -> train vae-decoder -> train inpaint -> train mlp -> train unet (dcgd12)
                 -> train t2i (the blended base's UNet) -> the shipped checkpoint (float16, model card)
 
-Every stage is a `clipaway-jax train --config train/configs/mini_STAGE.py` command line (printed
-before it runs; the config file holds the stage's whole setting, the recipe sets only the paths, the
-seed and the steps) that adds its networks to OUT/checkpoint, or continues them (alpha-clip-classes
-continues alpha-clip's vision tower); a finished stage is skipped (`record`: its networks' manifest entry
-records the settings it ran with), unless its config file, the seed or the steps have changed since, and
-an interrupted stage resumes from its workdir if that was started with the same settings, so running the
-recipe again continues where it stopped. Every stage after one that ran is trained again from nothing (it
-may read the networks that changed: the MLP reads AlphaCLIP). A stage that continues networks and must
-train again needs them as the stage before left them: where the checkpoint holds its own output instead,
-that stage runs again first (`CONTINUES`; its finished run, if kept, exports again without a step).
+Every stage is a `clipaway-jax train --config train/configs/mini_STAGE.py` command line (printed before it
+runs; the config file holds the stage's whole setting, the recipe sets only the paths, the seed and the
+steps) that adds its networks to OUT/checkpoint, or continues them (alpha-clip-classes continues
+alpha-clip's vision tower, vae-decoder the VAE's decoder on noisy latents); a finished stage is skipped
+(`record`: its networks' manifest entry records the settings it ran with), unless its config file, the
+seed or the steps have changed since, and an interrupted stage resumes from its workdir if that was
+started with the same settings, so running the recipe again continues where it stopped. Every stage after
+one that ran is trained again from nothing (it may read the networks that changed: the MLP reads
+AlphaCLIP). A stage that continues networks and must train again needs them as the stage before left them:
+where the checkpoint holds its own output instead, that stage runs again first (`CONTINUES`; its finished
+run, if kept, exports again without a step).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ STAGES = {
     "alpha-clip-classes": (["alpha_clip"], "mini_alpha_clip_classes.py"),
     "image-encoder": (["image_encoder"], "mini_image_encoder.py"),
     "vae": (["vae"], "mini_vae.py"),
+    "vae-decoder": (["vae"], "mini_vae_decoder.py"),  # the encoder frozen: no later stage reads the decoder
     "inpaint": (["unet", "image_proj"], "mini_inpaint.py"),
     "mlp": (["mlp"], "mini_mlp.py"),
     "unet": (["unet_dcgd12"], "mini_dcgd12.py"),
@@ -45,7 +47,7 @@ STAGES = {
 }
 # a stage that continues the networks of an earlier one: to run again it needs that stage's output, which the
 # checkpoint no longer holds, so the stage it continues runs again first
-CONTINUES = {"alpha-clip-classes": "alpha-clip"}
+CONTINUES = {"alpha-clip-classes": "alpha-clip", "vae-decoder": "vae"}
 # the world's one CLIP space serves the describer and the metrics
 ALIASES = {"clip_text": "text_encoder", "eval_clip_text": "text_encoder", "eval_clip_vision": "alpha_clip",
            "cmmd_clip_vision": "alpha_clip"}  # fmt: skip
