@@ -339,7 +339,6 @@ def _fresh_pair(config, cfg, vision_name, text_name):
 def _trained_vision(config, vision_name, text_name):
     """The checkpoint's trained vision tower and temperature to continue (float32), its text tower frozen:
     in the mini world the text tower is also the SD text encoder, so every UNet keeps its condition."""
-    import jax
     import numpy as np
 
     from clipaway_jax.checkpoint import load_checkpoint
@@ -349,9 +348,17 @@ def _trained_vision(config, vision_name, text_name):
     if not entry.get("trained") or "logit_scale" not in entry:
         raise ValueError(f"{config.checkpoint}: vision_only continues a trained {vision_name!r} with its "
                          f"logit_scale; the manifest's entry has {sorted(entry)}")  # fmt: skip
-    as_float32 = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
-    params = {vision_name: as_float32(ckpt.params[vision_name]), "logit_scale": np.float32(entry["logit_scale"])}
-    return {vision_name: _continued(entry)}, params, {text_name: {"params": as_float32(ckpt.params[text_name])}}
+    params = {vision_name: _as_float32(ckpt.params[vision_name]), "logit_scale": np.float32(entry["logit_scale"])}
+    return {vision_name: _continued(entry)}, params, {text_name: {"params": _as_float32(ckpt.params[text_name])}}
+
+
+def _as_float32(tree):
+    """A stored network's params as float32 numpy arrays (a continued network trains in float32, whatever its
+    checkpoint's dtype)."""
+    import jax
+    import numpy as np
+
+    return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
 
 
 def _continued(entry: dict) -> dict:
@@ -406,8 +413,6 @@ def _vae_decoder_task(config, source, load):
     """The checkpoint's trained VAE continued with its encoder frozen: the latent space, its scaling_factor
     and so every UNet trained on it stay as they are, while the decoder trains on (`latent_noise`) the
     slightly-off latents a sampler ends on."""
-    import jax
-    import numpy as np
 
     from clipaway_jax.checkpoint import load_checkpoint, read_manifest
     from clipaway_jax.training.pretrain import vae_loss
@@ -417,7 +422,7 @@ def _vae_decoder_task(config, source, load):
         raise ValueError(f"{config.checkpoint}: decoder_only continues a trained 'vae', and the manifest has "
                          "none (train the vae stage first)")  # fmt: skip
     ckpt = load_checkpoint(Path(config.checkpoint), networks=["vae"])
-    weights = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), ckpt.params["vae"])
+    weights = _as_float32(ckpt.params["vae"])
     decoder = {k: v for k, v in weights.items() if k in DECODER_MODULES}
     encoder = {k: v for k, v in weights.items() if k not in DECODER_MODULES}
     loss = vae_loss(_module(entry, config), l2_weight=config.vae_l2_weight, latent_noise=config.latent_noise)
