@@ -46,7 +46,7 @@ SCHEDULER = dict(_class_name="PNDMScheduler", beta_start=0.00085, beta_end=0.012
                  num_train_timesteps=1000, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
                  clip_sample=False, prediction_type="v_prediction")  # fmt: skip
 # The pipeline's flags scaled to 64 px, and no dilation: a mini mask already holds the target's soft edge,
-# the UNet trained on holes as drawn, and a dilation of 1 (5x5, 2 px) filled 1.40 dB worse inside the mask
+# and a dilation of 1 (5x5, 2 px) filled 1.40 dB worse inside the mask
 # on 300 validation scenes (SD's 5 would grow a 64 px mask by 10 px; bench/RESULTS.md, "The mask as
 # drawn"). No negative text: the mini text tower never saw IP-Adapter's "monochrome, lowres, ..." (measured on 32 test
 # scenes, 25 DDIM steps, guidance 7.5: MAE in the mask 0.248 without it, 0.334 with it).
